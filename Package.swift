@@ -1,0 +1,44 @@
+// swift-tools-version: 6.0
+// smolconv: read, convert, quantize and verify small and MoE language-model checkpoints.
+//
+// Layers (a module imports only the layers below it):
+//   C shims → SmolTensor → SmolKernels, SmolFormats → SmolQuant, SmolTokenizer → SmolModels
+//   → SmolEngine → SmolConvert (pipelines) → smolconv (CLI: the only module that parses arguments or prints)
+import PackageDescription
+
+let package = Package(
+    name: "smolconv",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "smolconv", targets: ["smolconv"]),
+        .library(name: "SmolConvert", targets: ["SmolConvert"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "SmolTensor"),
+        .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS"]),
+        .target(name: "SmolFormats", dependencies: ["SmolTensor"]),
+        .target(name: "SmolQuant", dependencies: ["SmolTensor"]),
+        .target(name: "SmolTokenizer", dependencies: ["SmolTensor", "SmolFormats"]),
+        .target(name: "SmolModels", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant"]),
+        .target(name: "SmolEngine", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolTokenizer", "SmolModels"]),
+        .target(name: "SmolConvert", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolEngine"]),
+        .executableTarget(name: "smolconv", dependencies: [
+            "SmolConvert", "SmolEngine", "SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "SmolTestSupport", path: "Tests/SmolTestSupport"),
+        .testTarget(name: "SmolTensorTests", dependencies: ["SmolTestSupport", "SmolTensor"]),
+        .testTarget(name: "SmolFormatsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats"]),
+        .testTarget(name: "SmolQuantTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolQuant"]),
+        .testTarget(name: "SmolTokenizerTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolTokenizer"]),
+        .testTarget(name: "SmolModelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels"]),
+        .testTarget(name: "SmolConvertTests", dependencies: ["SmolTestSupport", "SmolConvert", "SmolTensor", "SmolFormats", "SmolModels"]),
+        .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolKernels"]),
+        .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolEngine"]),
+        .testTarget(name: "CLITests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "smolconv"]),
+    ]
+)

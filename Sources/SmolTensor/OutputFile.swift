@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file written under a temporary name in the destination's folder and renamed into place only
+/// by `commit()`, so a failed or interrupted conversion never leaves a partial output behind and
+/// never touches an existing file of the same name until the new one is complete.
+public final class OutputFile {
+    public let path: String
+    public let temporaryPath: String
+    private var fd: Int32
+    private var committed = false
+    private var buffer: [UInt8] = []
+    private let bufferLimit = 1 << 20
+    public private(set) var bytesWritten = 0
+
+    /// - Parameter inputs: paths this output must not overwrite (the conversion's inputs).
+    public init(path: String, protecting inputs: [String] = []) throws {
+        for input in inputs where OutputFile.sameFile(input, path) {
+            throw SmolError(.invalidArgument, file: path, "output would overwrite the input \(input); choose another name")
+        }
+        self.path = path
+        let pid = getpid()
+        var tmp = ""
+        var attempt = 0
+        var opened: Int32 = -1
+        repeat {
+            tmp = "\(path).tmp-\(pid)-\(attempt)"
+            opened = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            attempt += 1
+        } while opened < 0 && errno == EEXIST && attempt < 100
+        guard opened >= 0 else {
+            throw SmolError(.io, file: path, "cannot create a temporary file next to it: \(String(cString: strerror(errno)))")
+        }
+        fd = opened
+        temporaryPath = tmp
+    }
+
+    deinit {
+        if !committed {
+            if fd >= 0 { close(fd) }
+            unlink(temporaryPath)
+        }
+    }
+
+    /// True when both paths name the same existing file (also through links).
+    public static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if bytes.count >= bufferLimit {
+            try flushBuffer()
+            try writeAll(bytes)
+        } else {
+            buffer.append(contentsOf: bytes)
+            if buffer.count >= bufferLimit { try flushBuffer() }
+        }
+        bytesWritten += bytes.count
+    }
+
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    public func write(_ bytes: TensorBytes) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    public func writeZeros(_ n: Int) throws {
+        guard n > 0 else { return }
+        try write([UInt8](repeating: 0, count: n))
+    }
+
+    private func flushBuffer() throws {
+        guard !buffer.isEmpty else { return }
+        try buffer.withUnsafeBytes { try writeAll($0) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SmolError(.io, file: path, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Flushes, syncs and renames the temporary file to `path`.
+    public func commit() throws {
+        try flushBuffer()
+        guard fsync(fd) == 0 else {
+            throw SmolError(.io, file: path, "fsync failed: \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        fd = -1
+        guard rename(temporaryPath, path) == 0 else {
+            throw SmolError(.io, file: path, "cannot rename the finished file into place: \(String(cString: strerror(errno)))")
+        }
+        committed = true
+    }
+}
