@@ -23,7 +23,7 @@ import Darwin
 
 /// A safetensors checkpoint: a single `.safetensors` file, a folder holding `model.safetensors`,
 /// or a folder (or index path) with `model.safetensors.index.json` and its shards.
-public final class SafetensorsCheckpoint: TensorSource, @unchecked Sendable {
+public final class SafetensorsCheckpoint: TensorSource {
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
 
