@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 /// Typed, error-reporting access to one JSON object of a `config.json`. A key that is missing or

@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 /// gpt_oss-only facts (transformers 5 `GptOssConfig`).

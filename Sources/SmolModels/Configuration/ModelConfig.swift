@@ -1,4 +1,5 @@
 import Foundation
+import SmolFormats
 import SmolTensor
 
 /// Which parser family a `model_type` belongs to.

@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 /// The attention kind of one decoder layer, as transformers 5 `layer_types` names it.
@@ -34,7 +35,7 @@ public struct RoPEParameters: Sendable, Equatable {
     public init(ropeType: String = "default", theta: Double) {
         self.ropeType = ropeType
         self.theta = theta
-        raw = .object([("rope_theta", .double(theta)), ("rope_type", .string(ropeType))])
+        raw = .object(JSONObject([("rope_theta", .double(theta)), ("rope_type", .string(ropeType))]))
     }
 
     /// Reads one parameter object; `defaultTheta` fills a missing `rope_theta`.
