@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 // gemma2 and gemma3_text (transformers 5 `Gemma2Config`, `Gemma3TextConfig`).

@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 // llama and smollm3 (transformers 5 `LlamaConfig`, `SmolLM3Config`).

@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 // mixtral and olmoe (transformers 5 `MixtralConfig`, `OlmoeConfig`): every layer is MoE.

@@ -1,3 +1,4 @@
+import SmolFormats
 import SmolTensor
 
 // qwen3, qwen3_moe, qwen2_moe (transformers 5 `Qwen3Config`, `Qwen3MoeConfig`, `Qwen2MoeConfig`).
