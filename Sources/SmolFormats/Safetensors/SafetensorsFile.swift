@@ -42,8 +42,8 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
     public let headerSize: Int
     /// Absolute file offset of the data section (8 + N).
     public var dataSectionOffset: Int { 8 + headerSize }
-    /// `__metadata__` in file order (empty when absent or null).
-    public let metadataEntries: [(key: String, value: String)]
+    /// `__metadata__` in file order; nil when the header has none (or null).
+    public let metadataEntries: [(key: String, value: String)]?
     /// `__metadata__` as a dictionary.
     public let metadata: [String: String]
     /// In data-offset order.
@@ -95,7 +95,7 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
         }
 
         let dataSize = file.size - 8 - n
-        var meta: [(key: String, value: String)] = []
+        var meta: [(key: String, value: String)]? = nil
         var seen = Set<String>()
         var list: [Entry] = []
         for member in root.members {
@@ -114,6 +114,7 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
                                               "'__metadata__' must be an object mapping strings to strings, found \(member.value.kindName)")
                 }
                 var metaSeen = Set<String>()
+                meta = []
                 for m in obj.members {
                     guard let s = m.value.stringValue else {
                         throw SmolError.malformed(path, at: "__metadata__ key '\(m.key)'",
@@ -122,7 +123,7 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
                     guard metaSeen.insert(m.key).inserted else {
                         throw SmolError.malformed(path, at: "__metadata__ key '\(m.key)'", "duplicate key in '__metadata__'")
                     }
-                    meta.append((m.key, s))
+                    meta?.append((m.key, s))
                 }
                 continue
             }
@@ -159,7 +160,7 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
         }
 
         metadataEntries = meta
-        metadata = Dictionary(meta.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        metadata = Dictionary((meta ?? []).map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
         tensorInfos = list.map(\.info)
         entries = Dictionary(list.map { ($0.info.name, $0) }, uniquingKeysWith: { a, _ in a })
     }
