@@ -35,7 +35,7 @@ public struct InspectReport: Sendable {
                 for m in cfg.members { metadata.append(("config.\(m.key)", m.value)) }
             }
             for f in files {
-                for (k, v) in f.metadataEntries where !metadata.contains(where: { $0.key == "__metadata__.\(k)" }) {
+                for (k, v) in (f.metadataEntries ?? []) where !metadata.contains(where: { $0.key == "__metadata__.\(k)" }) {
                     metadata.append(("__metadata__.\(k)", .string(v)))
                 }
             }
@@ -44,7 +44,7 @@ public struct InspectReport: Sendable {
 
     static func safetensorsFiles(_ source: TensorSource) -> [SafetensorsFile] {
         if let f = source as? SafetensorsFile { return [f] }
-        if let c = source as? SafetensorsCheckpoint { return c.files }
+        if let c = source as? SafetensorsCheckpoint { return c.shards }
         return []
     }
 

@@ -62,7 +62,7 @@ extension ModelConfig {
                 // transformers derives it from `global_head_dim` / `num_global_key_value_heads`.
                 var overrides: [(String, JSONValue)] = [("head_dim", .int(try r.int("global_head_dim", default: 512)))]
                 if g.attentionKEqV, let kv = try r.int("num_global_key_value_heads") { overrides.append(("num_key_value_heads", .int(kv))) }
-                for i in 0..<m.numHiddenLayers where m.layerTypes[i] == .full { m.perLayerOverrides[i] = .object(overrides) }
+                for i in 0..<m.numHiddenLayers where m.layerTypes[i] == .full { m.perLayerOverrides[i] = .object(JSONObject(overrides)) }
             }
             for i in 0..<m.numHiddenLayers {
                 guard m.headDim(layer: i) > 0, m.numKeyValueHeads(layer: i) > 0, m.numAttentionHeads % m.numKeyValueHeads(layer: i) == 0 else {
