@@ -58,8 +58,13 @@ public protocol TensorSource: AnyObject, Sendable {
     /// In file order.
     var tensorInfos: [TensorInfo] { get }
     func tensorBytes(_ name: String) throws -> TensorBytes
+    /// Says the tensor's bytes have been consumed: a memory-mapped source drops their pages, so that
+    /// streaming a large checkpoint keeps resident memory bounded. The bytes stay readable.
+    func release(_ name: String)
 }
 
 extension TensorSource {
+    public func release(_ name: String) {}
+
     public func info(_ name: String) -> TensorInfo? { tensorInfos.first { $0.name == name } }
 }
