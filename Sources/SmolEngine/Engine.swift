@@ -33,13 +33,31 @@ public struct ForwardOutput: Sendable {
     public var hiddenStates: [[Float]]?
 }
 
+/// Choices where transformers' own implementations disagree.
+public struct EngineOptions: Sendable, Equatable {
+    /// Apply `attn_logit_softcapping` (Gemma 2) inside attention, as the model is defined and as
+    /// transformers' eager attention and llama.cpp do. transformers' default SDPA attention
+    /// silently drops it, so reproducing outputs of a plain `from_pretrained` model (such as the
+    /// test fixtures) needs `false`.
+    public var attentionSoftcapping: Bool
+
+    public init(attentionSoftcapping: Bool = true) {
+        self.attentionSoftcapping = attentionSoftcapping
+    }
+
+    /// What transformers 5 computes with its default attention implementation (SDPA).
+    public static let transformersSDPA = EngineOptions(attentionSoftcapping: false)
+}
+
 /// The exact Float32 CPU reference engine for dense decoders. Matmuls go through BLAS, the other
 /// kernels are multithreaded; semantics follow transformers' eager implementation.
 public final class Engine: Sendable {
     public let model: DenseDecoderModel
+    public let options: EngineOptions
 
-    public init(model: DenseDecoderModel) {
+    public init(model: DenseDecoderModel, options: EngineOptions = EngineOptions()) {
         self.model = model
+        self.options = options
     }
 
     public var vocabSize: Int { model.spec.vocabSize }
@@ -94,9 +112,11 @@ public final class Engine: Sendable {
                 cache.values[i] += v
             }
             let S = start + T
+            var attnOptions = layer.attention
+            if !options.attentionSoftcapping { attnOptions.softcap = nil }
             let attn = Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
                                          heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
-                                         options: layer.attention)                     // [T, H, Dh]
+                                         options: attnOptions)                     // [T, H, Dh]
             var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
             if let n = lw.attnOutNorm {
                 Kernels.rmsNorm(&o, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
@@ -170,9 +190,11 @@ public final class Engine: Sendable {
     }
 
     /// Greedy decoding with the KV cache: the prompt, then up to `maxNewTokens` argmax tokens
-    /// (first index wins ties, as torch.argmax). Stops after emitting a token in `stopTokens`.
+    /// (first index wins ties, as torch.argmax). Stops after emitting a token in `stopTokens`;
+    /// before `minNewTokens` new tokens those are suppressed (transformers' `min_new_tokens`).
     /// Returns prompt + new tokens.
-    public func generate(_ prompt: [Int], maxNewTokens: Int, stopTokens: Set<Int> = []) throws -> [Int] {
+    public func generate(_ prompt: [Int], maxNewTokens: Int, stopTokens: Set<Int> = [],
+                         minNewTokens: Int = 0) throws -> [Int] {
         var out = prompt
         guard maxNewTokens > 0 else { return out }
         let cache = makeCache()
@@ -182,7 +204,9 @@ public final class Engine: Sendable {
             let V = vocabSize
             let last = logits[((rows - 1) * V)..<(rows * V)]
             var best = last.startIndex
-            for j in last.indices where last[j] > last[best] { best = j }
+            let suppress = step < minNewTokens ? stopTokens : []
+            best = last.indices.first { !suppress.contains($0 - last.startIndex) } ?? best
+            for j in last.indices where last[j] > last[best] && !suppress.contains(j - last.startIndex) { best = j }
             let next = best - last.startIndex
             out.append(next)
             if stopTokens.contains(next) || step == maxNewTokens - 1 { break }

@@ -40,7 +40,8 @@ public struct HFConfig: @unchecked Sendable {   // holds only JSONSerialization 
 
     func int(_ key: String) throws -> Int? {
         guard has(key) else { return nil }
-        if let n = root[key] as? NSNumber, !(root[key] is Bool), n.doubleValue == n.doubleValue.rounded() { return n.intValue }
+        if let n = root[key] as? Int { return n }
+        if let d = root[key] as? Double, d == d.rounded(), abs(d) < 1e15 { return Int(d) }
         throw SmolError(.malformed, file: file, at: "key '\(key)'", "expected an integer")
     }
 
@@ -52,7 +53,8 @@ public struct HFConfig: @unchecked Sendable {   // holds only JSONSerialization 
 
     func double(_ key: String) throws -> Double? {
         guard has(key) else { return nil }
-        if let n = root[key] as? NSNumber, !(root[key] is Bool) { return n.doubleValue }
+        if let d = root[key] as? Double { return d }
+        if let n = root[key] as? Int { return Double(n) }
         throw SmolError(.malformed, file: file, at: "key '\(key)'", "expected a number")
     }
 
