@@ -118,9 +118,10 @@ func eosTokens(_ arch: String) throws -> Set<Int> {
         #expect(err > 1e-5 && err < 1e-3)
     }
 
-    @Test func unknownModelTypeIsRejected() throws {
-        let config = try HFConfig(data: Data(#"{"model_type": "nonesuch"}"#.utf8), file: "config.json")
-        let source = try SafetensorsCheckpoint(path: Fixtures.hf("llama").path)
+    @Test func nonDenseModelTypeIsRejected() throws {
+        // A configuration ModelConfig reads but that is no dense architecture (an MoE).
+        let config = try ModelConfig.load(folder: Fixtures.hf("mixtral"))
+        let source = try SafetensorsCheckpoint(path: Fixtures.hf("mixtral").path)
         #expect(throws: SmolError.self) { try DenseDecoderModel.load(config: config, source: source) }
     }
 

@@ -111,11 +111,10 @@ public struct DenseDecoderModel: Sendable {
 
     /// Reads `config.json` in `directory` and the weights from `source` (by HF names).
     public static func load(configDirectory directory: URL, source: TensorSource) throws -> DenseDecoderModel {
-        let config = try HFConfig(directory: directory)
-        return try load(config: config, source: source)
+        try load(config: try ModelConfig.load(folder: directory), source: source)
     }
 
-    public static func load(config: HFConfig, source: TensorSource) throws -> DenseDecoderModel {
+    public static func load(config: ModelConfig, source: TensorSource) throws -> DenseDecoderModel {
         guard let arch = DenseArchitectures.table[config.modelType] else {
             throw SmolError(.unsupported, file: config.file, at: "model_type",
                             "no dense architecture for model_type '\(config.modelType)' (known: \(DenseArchitectures.table.keys.sorted().joined(separator: ", ")))")
@@ -129,7 +128,7 @@ public struct DenseDecoderModel: Sendable {
 /// One dense architecture: how its configuration maps to a `DenseDecoderSpec`, and its tensor names.
 public protocol DenseArchitecture: Sendable {
     static var modelTypes: [String] { get }
-    static func spec(_ config: HFConfig) throws -> DenseDecoderSpec
+    static func spec(_ config: ModelConfig) throws -> DenseDecoderSpec
     static var names: DecoderTensorNames { get }
 }
 
