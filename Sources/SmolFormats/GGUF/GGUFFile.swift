@@ -179,7 +179,7 @@ private struct Parser {
             let hex = magic.map { String($0, radix: 16) }.joined(separator: " ")
             throw error("offset 0", "bad magic (\(hex)): not a GGUF file")
         }
-        let version = try r.read(UInt32.self, "version")
+        let version = try u32("version")
         if version == 2 || version == 3 { return version }
         if version & 0xffff == 0 && version.byteSwapped <= 0xffff {
             throw error("offset 4", "big-endian GGUF (version \(version.byteSwapped) byte-swapped): only little-endian files are supported")
@@ -193,21 +193,40 @@ private struct Parser {
     /// A UInt64 count of items each taking at least `minimumEach` bytes.
     mutating func count(_ what: String, minimumEach: Int) throws -> Int {
         let at = r.offset
-        let n = try r.read(UInt64.self, what)
+        let n = try u64(what)
         guard n <= UInt64(r.remaining / minimumEach) else {
             throw error("offset \(at)", "\(what) \(n) is impossible: \(r.remaining) bytes remain in the file")
         }
         return Int(n)
     }
 
+    // Concrete reads for the hot paths (a vocabulary is 262,144 strings): ByteReader's generic
+    // read is not specialisable across the module boundary.
+    @inline(__always) mutating func u64(_ what: @autoclosure () -> String) throws -> UInt64 {
+        if r.remaining < 8 { try r.need(8, what()) }
+        defer { r.offset += 8 }
+        return UInt64(littleEndian: r.buffer.loadUnaligned(fromByteOffset: r.offset, as: UInt64.self))
+    }
+
+    @inline(__always) mutating func u32(_ what: @autoclosure () -> String) throws -> UInt32 {
+        if r.remaining < 4 { try r.need(4, what()) }
+        defer { r.offset += 4 }
+        return UInt32(littleEndian: r.buffer.loadUnaligned(fromByteOffset: r.offset, as: UInt32.self))
+    }
+
     mutating func string(_ what: () -> String) throws -> String {
         let at = r.offset
-        let n = try r.read(UInt64.self, "\(what()) length")
-        guard n <= UInt64(r.remaining) else {
-            throw error("offset \(at)", "\(what()): string length \(n) exceeds the \(r.remaining) bytes left in the file")
+        let n64 = try u64("\(what()) length")
+        guard n64 <= UInt64(r.remaining) else {
+            throw error("offset \(at)", "\(what()): string length \(n64) exceeds the \(r.remaining) bytes left in the file (truncated?)")
         }
-        let bytes = try r.readBytes(Int(n), what())
-        guard let s = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else {
+        let n = Int(n64)
+        let bytes = UnsafeRawBufferPointer(rebasing: r.buffer[r.offset..<(r.offset + n)]).assumingMemoryBound(to: UInt8.self)
+        r.offset += n
+        // Decoding replaces invalid UTF-8 with U+FFFD, so the result has the input's bytes exactly
+        // when the input was valid. (Faster than String(validating:), which is generic.)
+        var s = String(decoding: bytes, as: UTF8.self)
+        guard s.withUTF8({ $0.elementsEqual(bytes) }) else {
             throw error("offset \(at)", "\(what()): string is not valid UTF-8")
         }
         return s
@@ -215,7 +234,7 @@ private struct Parser {
 
     mutating func valueType(_ what: () -> String) throws -> GGUFValueType {
         let at = r.offset
-        let raw = try r.read(UInt32.self, "\(what()) type")
+        let raw = try u32("\(what()) type")
         guard let t = GGUFValueType(rawValue: raw) else {
             throw error("offset \(at)", "\(what()): unknown value type \(raw)")
         }
@@ -230,12 +249,12 @@ private struct Parser {
         case .int8: return .int8(try r.read(Int8.self, what()))
         case .uint16: return .uint16(try r.read(UInt16.self, what()))
         case .int16: return .int16(try r.read(Int16.self, what()))
-        case .uint32: return .uint32(try r.read(UInt32.self, what()))
+        case .uint32: return .uint32(try u32(what()))
         case .int32: return .int32(try r.read(Int32.self, what()))
-        case .uint64: return .uint64(try r.read(UInt64.self, what()))
+        case .uint64: return .uint64(try u64(what()))
         case .int64: return .int64(try r.read(Int64.self, what()))
-        case .float32: return .float32(Float(bitPattern: try r.read(UInt32.self, what())))
-        case .float64: return .float64(Double(bitPattern: try r.read(UInt64.self, what())))
+        case .float32: return .float32(Float(bitPattern: try u32(what())))
+        case .float64: return .float64(Double(bitPattern: try u64(what())))
         // Any non-zero byte is true, as in llama.cpp (which reads the byte as a C bool).
         case .bool: return .bool(try r.read(UInt8.self, what()) != 0)
         case .string: return .string(try string(what))
@@ -249,7 +268,7 @@ private struct Parser {
         }
         let type = try valueType { "\(what()) array element" }
         let at = r.offset
-        let n64 = try r.read(UInt64.self, "\(what()) array length")
+        let n64 = try u64("\(what()) array length")
         guard n64 <= UInt64(r.remaining / type.minimumEncodedSize) else {
             throw error("offset \(at)", "\(what()): array length \(n64) of \(type.name) cannot fit in the \(r.remaining) bytes left in the file")
         }
@@ -283,7 +302,11 @@ private struct Parser {
         let size = MemoryLayout<T>.size
         let bytes = try r.readBytes(n * size, "\(what()) array")  // n * size ≤ remaining: checked by the caller
         return [T](unsafeUninitializedCapacity: n) { buf, initialized in
+            #if _endian(little)
+            UnsafeMutableRawBufferPointer(buf).copyMemory(from: bytes)
+            #else
             for i in 0..<n { buf[i] = T(littleEndian: bytes.loadUnaligned(fromByteOffset: i * size, as: T.self)) }
+            #endif
             initialized = n
         }
     }
@@ -292,24 +315,24 @@ private struct Parser {
         let at = r.offset
         let name = try string { "tensor info \(i) name" }
         let loc = "tensor '\(name)' (info at offset \(at))"
-        let nDims = try r.read(UInt32.self, "\(loc) n_dims")
+        let nDims = try u32("\(loc) n_dims")
         guard nDims >= 1, nDims <= UInt32(GGUFFile.maxDimensions) else {
             throw error(loc, "n_dims \(nDims) is outside 1…\(GGUFFile.maxDimensions)")
         }
         var ne: [Int] = []
         for d in 0..<Int(nDims) {
-            let v = try r.read(UInt64.self, "\(loc) ne[\(d)]")
+            let v = try u64("\(loc) ne[\(d)]")
             guard v > 0, let n = Checked.int(v) else {
                 throw error(loc, "dimension ne[\(d)] = \(v) is not a positive size")
             }
             ne.append(n)
         }
         let typeAt = r.offset
-        let rawType = try r.read(UInt32.self, "\(loc) type")
+        let rawType = try u32("\(loc) type")
         guard let type = GGMLType(rawValue: rawType) else {
             throw error(loc, "unknown ggml type id \(rawType) (at offset \(typeAt))")
         }
-        let offset64 = try r.read(UInt64.self, "\(loc) offset")
+        let offset64 = try u64("\(loc) offset")
         guard let offset = Checked.int(offset64) else {
             throw error(loc, "data offset \(offset64) is beyond any file")
         }

@@ -4,7 +4,7 @@ import SmolTensor
 /// Typed, error-reporting access to one JSON object of a `config.json`. A key that is missing or
 /// `null` reads as "absent" (transformers treats both the same); a key of the wrong type throws a
 /// `SmolError` naming the file and the key.
-public struct ConfigReader: Sendable {
+struct ConfigReader: Sendable {
     /// The object read (the `text_config` of a multimodal wrapper, or the whole file).
     public let object: JSONValue
     /// For error messages.
@@ -32,7 +32,7 @@ public struct ConfigReader: Sendable {
 
     public func int(_ key: String) throws -> Int? {
         guard let v = value(key) else { return nil }
-        guard let i = v.intValue else { throw error(key, "expected an integer, found \(v)") }
+        guard let i = v.looseIntValue else { throw error(key, "expected an integer, found \(v.compactText)") }
         return i
     }
 
@@ -47,7 +47,7 @@ public struct ConfigReader: Sendable {
 
     public func double(_ key: String) throws -> Double? {
         guard let v = value(key) else { return nil }
-        guard let d = v.doubleValue else { throw error(key, "expected a number, found \(v)") }
+        guard let d = v.doubleValue else { throw error(key, "expected a number, found \(v.compactText)") }
         return d
     }
 
@@ -55,7 +55,7 @@ public struct ConfigReader: Sendable {
 
     public func bool(_ key: String) throws -> Bool? {
         guard let v = value(key) else { return nil }
-        guard let b = v.boolValue else { throw error(key, "expected true or false, found \(v)") }
+        guard let b = v.boolValue else { throw error(key, "expected true or false, found \(v.compactText)") }
         return b
     }
 
@@ -63,24 +63,24 @@ public struct ConfigReader: Sendable {
 
     public func string(_ key: String) throws -> String? {
         guard let v = value(key) else { return nil }
-        guard let s = v.stringValue else { throw error(key, "expected a string, found \(v)") }
+        guard let s = v.stringValue else { throw error(key, "expected a string, found \(v.compactText)") }
         return s
     }
 
     public func intArray(_ key: String) throws -> [Int]? {
         guard let v = value(key) else { return nil }
-        guard let a = v.arrayValue else { throw error(key, "expected a list of integers, found \(v)") }
+        guard let a = v.arrayValue else { throw error(key, "expected a list of integers, found \(v.compactText)") }
         return try a.map { e in
-            guard let i = e.intValue else { throw error(key, "expected a list of integers, found element \(e)") }
+            guard let i = e.looseIntValue else { throw error(key, "expected a list of integers, found element \(e.compactText)") }
             return i
         }
     }
 
     public func stringArray(_ key: String) throws -> [String]? {
         guard let v = value(key) else { return nil }
-        guard let a = v.arrayValue else { throw error(key, "expected a list of strings, found \(v)") }
+        guard let a = v.arrayValue else { throw error(key, "expected a list of strings, found \(v.compactText)") }
         return try a.map { e in
-            guard let s = e.stringValue else { throw error(key, "expected a list of strings, found element \(e)") }
+            guard let s = e.stringValue else { throw error(key, "expected a list of strings, found element \(e.compactText)") }
             return s
         }
     }
@@ -88,7 +88,7 @@ public struct ConfigReader: Sendable {
     /// An int or a list of ints (`eos_token_id` may be either); empty when absent.
     public func intOrIntArray(_ key: String) throws -> [Int] {
         guard let v = value(key) else { return [] }
-        if let i = v.intValue { return [i] }
+        if let i = v.looseIntValue { return [i] }
         return try intArray(key) ?? []
     }
 }

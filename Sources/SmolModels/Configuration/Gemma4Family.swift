@@ -30,7 +30,7 @@ public struct Gemma4Options: Sendable, Equatable {
 extension ModelConfig {
     static let gemma4FamilyEntries: [ArchitectureEntry] = [
         ArchitectureEntry(modelType: "gemma4_text", family: .gemma4) { c in
-            let ropeDefaults = try JSONValue.parse(
+            let ropeDefaults = JSONValue.literal(
                 #"{"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}, "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0}}"#)
             var m = try ModelConfig(common: c, family: .gemma4, defaults: CommonDefaults(
                 vocabSize: 262_144, hiddenSize: 2304, intermediateSize: 9216, numHiddenLayers: 30,

@@ -15,7 +15,7 @@ public struct GptOssOptions: Sendable, Equatable {
 extension ModelConfig {
     static let gptOssFamilyEntries: [ArchitectureEntry] = [
         ArchitectureEntry(modelType: "gpt_oss", family: .gptOss) { c in
-            let ropeDefaults = try JSONValue.parse(
+            let ropeDefaults = JSONValue.literal(
                 #"{"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": false, "original_max_position_embeddings": 4096, "rope_theta": 150000.0}"#)
             var m = try ModelConfig(common: c, family: .gptOss, defaults: CommonDefaults(
                 vocabSize: 201_088, hiddenSize: 2880, intermediateSize: 2880, numHiddenLayers: 36,

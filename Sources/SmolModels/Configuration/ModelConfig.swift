@@ -132,22 +132,22 @@ public struct ModelConfig: Sendable {
         }
         // A config.json is small; refuse absurd ones rather than parse gigabytes.
         guard data.count <= 64 << 20 else { throw SmolError.malformed(url.path, "config.json larger than 64 MiB") }
-        return try ModelConfig(json: try JSONValue.parse(Array(data), file: url.path), file: url.path)
+        return try ModelConfig(json: try parseJSON(Array(data), file: url.path), file: url.path)
     }
 
     /// Parses JSON text.
     public init(jsonText: String, file: String? = nil) throws {
-        try self.init(json: try JSONValue.parse(jsonText, file: file), file: file)
+        try self.init(json: try ModelConfig.parseJSON(Array(jsonText.utf8), file: file), file: file)
     }
 
     /// Types a parsed config. Dispatches on `model_type` (of `text_config` when present).
     public init(json: JSONValue, file: String? = nil) throws {
-        guard json.objectPairs != nil else { throw SmolError.malformed(file, "config.json is not a JSON object") }
+        guard json.objectValue != nil else { throw SmolError.malformed(file, "config.json is not a JSON object") }
         let top = ConfigReader(json, file: file)
         var reader = top
         var modelType = try top.string("model_type")
         if let textConfig = top.value("text_config") {
-            guard textConfig.objectPairs != nil else { throw top.error("text_config", "expected an object, found \(textConfig)") }
+            guard textConfig.objectValue != nil else { throw top.error("text_config", "expected an object, found \(textConfig.compactText)") }
             reader = ConfigReader(textConfig, file: file, keyPrefix: "text_config.")
             let wrapper = modelType
             modelType = try reader.string("model_type") ?? wrapper.flatMap { ModelConfig.textModelTypeOfWrapper[$0] }
@@ -161,6 +161,13 @@ public struct ModelConfig: Sendable {
     }
 
     /// Multimodal wrappers whose `text_config` may omit its own `model_type`.
+    /// Parses config.json text strictly (RFC 8259, duplicate keys rejected), errors naming the file.
+    static func parseJSON(_ bytes: [UInt8], file: String?) throws -> JSONValue {
+        do { return try JSONParser.parse(bytes) } catch {
+            throw SmolError.malformed(file, at: "offset \(error.offset)", "invalid JSON: \(error.message)")
+        }
+    }
+
     static let textModelTypeOfWrapper = ["gemma3": "gemma3_text", "gemma4": "gemma4_text"]
 
     /// Every `model_type` this reader understands, sorted.
@@ -219,13 +226,13 @@ public struct ModelConfig: Sendable {
     /// `head_dim` of a layer (gemma4 full-attention layers: `per_layer_config`, 512 by default).
     public func headDim(layer: Int) -> Int {
         checkLayer(layer)
-        return perLayerOverrides[layer]?["head_dim"]?.intValue ?? headDim
+        return perLayerOverrides[layer]?["head_dim"]?.looseIntValue ?? headDim
     }
 
     /// Key/value heads of a layer (gemma4 with `attention_k_eq_v`: full layers may have their own).
     public func numKeyValueHeads(layer: Int) -> Int {
         checkLayer(layer)
-        return perLayerOverrides[layer]?["num_key_value_heads"]?.intValue ?? numKeyValueHeads
+        return perLayerOverrides[layer]?["num_key_value_heads"]?.looseIntValue ?? numKeyValueHeads
     }
 
     /// gemma4: the earlier layer whose keys/values this layer reuses (nil: computes its own).
@@ -345,9 +352,10 @@ extension ModelConfig {
         gptOss = nil
         perLayerOverrides = [:]
         if let plc = r.value("per_layer_config") {
-            guard let pairs = plc.objectPairs else { throw r.error("per_layer_config", "expected an object, found \(plc)") }
-            for (k, v) in pairs {
-                guard let i = Int(k), i >= 0, i < numHiddenLayers, v.objectPairs != nil else {
+            guard let obj = plc.objectValue else { throw r.error("per_layer_config", "expected an object, found \(plc.compactText)") }
+            for member in obj.members {
+                let (k, v) = (member.key, member.value)
+                guard let i = Int(k), i >= 0, i < numHiddenLayers, v.objectValue != nil else {
                     throw r.error("per_layer_config", "entry '\(k)' is not a layer index 0..<\(numHiddenLayers) with an object")
                 }
                 perLayerOverrides[i] = v

@@ -35,12 +35,12 @@ public struct RoPEParameters: Sendable, Equatable {
     public init(ropeType: String = "default", theta: Double) {
         self.ropeType = ropeType
         self.theta = theta
-        raw = .object(JSONObject([("rope_theta", .double(theta)), ("rope_type", .string(ropeType))]))
+        raw = .object([("rope_theta", .float(theta)), ("rope_type", .string(ropeType))])
     }
 
     /// Reads one parameter object; `defaultTheta` fills a missing `rope_theta`.
     static func parse(_ obj: JSONValue, defaultTheta: Double, reader: ConfigReader, key: String) throws -> RoPEParameters {
-        guard obj.objectPairs != nil else { throw reader.error(key, "expected an object, found \(obj)") }
+        guard obj.objectValue != nil else { throw reader.error(key, "expected an object, found \(obj.compactText)") }
         let r = ConfigReader(obj, file: reader.file, keyPrefix: reader.keyPrefix + key + ".")
         // transformers 4 files wrote `type`; transformers 5 reads it as `rope_type`.
         let type = try r.string("rope_type") ?? r.string("type") ?? "default"
@@ -75,8 +75,8 @@ extension ModelConfig {
         }
         let topTheta = try r.double("rope_theta")
         if let params = r.value("rope_parameters") ?? defaultParametersIfNoLegacy(r, defaultParameters) {
-            guard let pairs = params.objectPairs else { throw r.error("rope_parameters", "expected an object, found \(params)") }
-            let kinds = pairs.compactMap { AttentionKind(rawValue: $0.0) }
+            guard let obj = params.objectValue else { throw r.error("rope_parameters", "expected an object, found \(params.compactText)") }
+            let kinds = obj.keys.compactMap { AttentionKind(rawValue: $0) }
             if !kinds.isEmpty {
                 // Keyed by layer type.
                 var out: [AttentionKind: RoPEParameters] = [:]
