@@ -203,7 +203,6 @@ struct DecoderWeightLoader {
         guard let info = source.info(name) else {
             throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'", "tensor not found (needed by \(spec.modelType))")
         }
-        // GGUF-derived sources may present 1-element scalars as [1]; compare element layout.
         guard info.shape == shape else {
             throw SmolError(.mismatch, file: source.path, at: "tensor '\(name)'",
                             "shape \(info.shape), the configuration implies \(shape)")
