@@ -69,6 +69,13 @@ public struct JSONObject: Sendable, Hashable {
         /// offset), for error messages; -1 for members built in code.
         public var offset: Int
 
+        /// Equality and hashing ignore `offset`: where a member was parsed is not part of its value.
+        public static func == (a: Member, b: Member) -> Bool { a.key == b.key && a.value == b.value }
+        public func hash(into h: inout Hasher) {
+            h.combine(key)
+            h.combine(value)
+        }
+
         public init(key: String, value: JSONValue, offset: Int = -1) {
             self.key = key
             self.value = value
