@@ -135,10 +135,16 @@ public enum Converter {
         if transform == nil && from.type == to.type {
             return PlannedTensor(info: to, produce: { try source.tensorBytes(name) }, release: { source.release(name) })
         }
+        guard let transform else {
+            // A type change only: streamed row chunk by row chunk, never the whole tensor in memory.
+            return PlannedTensor(info: to, produce: { TensorValues.streamedConversion(source, from: from, to: to) },
+                                 release: { source.release(name) })
+        }
+        // Transforms (Q/K permutation, norm offsets) need the whole tensor; those tensors are small.
         return PlannedTensor(info: to, produce: {
             var values = try TensorValues.decode(try source.tensorBytes(name), from)
             source.release(name)
-            try transform?(&values)
+            try transform(&values)
             return try TensorValues.encode(values, as: to.type)
         }, release: { source.release(name) })
     }
