@@ -160,7 +160,7 @@ public enum Converter {
         }
         try GGUFWriter.write(to: path, metadata: metadata, tensors: tensors, protecting: protecting)
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        return (plan.map(\.info), size ?? 0)
+        return (plan.map(\.info), size)
     }
 
     /// Writes safetensors (one file, or a folder with shards as needed) and the side files
@@ -181,7 +181,7 @@ public enum Converter {
             try SafetensorsWriter.write(tensors, to: path, order: .safetensorsLibrary, protecting: protecting)
             plan.forEach { $0.release() }
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            return (plan.map(\.info), size ?? 0)
+            return (plan.map(\.info), size)
         }
         let fm = FileManager.default
         let tmp = path + ".tmp-\(getpid())"

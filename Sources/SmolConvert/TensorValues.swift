@@ -1,5 +1,5 @@
 import SmolFormats
-
+import SmolQuant
 import SmolTensor
 
 /// Decoding any tensor to Float32 values and encoding them back, for conversions that must touch
@@ -17,7 +17,7 @@ enum TensorValues {
                 case .dense(let dt):
                     try ElementCodec.decode(dt, src, count: n, into: d)
                 case .block(let g):
-                    throw SmolError(.unsupported, "\(g.name) pending")
+                    try GGUFQuant.dequantize(g, src, count: n, into: d)
                 }
             }
         }
