@@ -39,8 +39,12 @@ enum Console {
         }
 
         func update(_ done: Int, detail: String = "") {
+            update(done, of: total, detail: detail)
+        }
+
+        func update(_ done: Int, of total: Int, detail: String = "") {
             guard Console.stderrIsTTY else { return }
-            let pct = done * 100 / total
+            let pct = done * 100 / max(total, 1)
             if pct == last { return }
             last = pct
             Console.err("\r\(label) \(pct)% \(detail)\u{1B}[K")

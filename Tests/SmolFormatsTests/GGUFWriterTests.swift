@@ -94,6 +94,14 @@ struct GGUFWriterTests {
         #expect(f.fileSize == f.dataOffset + 128 + 128)
     }
 
+    @Test func tensorFromTensorInfo() throws {
+        let t = try GGUFWriter.Tensor(TensorInfo(name: "w", type: .dense(.bf16), shape: [2, 3])) { TensorBytes([]) }
+        #expect(t.type == .bf16 && t.shape == [2, 3])
+        #expect(throws: SmolError.self) {
+            try GGUFWriter.Tensor(TensorInfo(name: "w", type: .dense(.f8e4m3), shape: [2])) { TensorBytes([]) }
+        }
+    }
+
     @Test func metadataKeepsInsertionOrder() {
         var m = GGUFMetadata()
         m["b"] = .uint8(1)

@@ -139,3 +139,110 @@ struct GoldenNames {
         #expect(!GGUFArchitectureMapping.keepsF32(gguf: "token_embd.weight", shape: [512, 64]))
     }
 }
+
+@Suite struct GGUFMetadataMappingTests {
+    /// The real Gemma 3 270M Q4_K_M GGUF (llama.cpp's converter): its metadata types as gemma3 with
+    /// the published shape, and llama.cpp's defaults fill what the file leaves out (SWA base 1e4,
+    /// window pattern 6).
+    @Test func realModelConfig() throws {
+        guard let url = Fixtures.realModel else { return }
+        let gguf = try GGUFFile(path: url.path)
+        let m = try ModelConfig(gguf: gguf)
+        #expect(m.modelType == "gemma3_text")
+        #expect(m.numHiddenLayers == 18)
+        #expect(m.hiddenSize == 640)
+        #expect(m.intermediateSize == 2048)
+        #expect(m.numAttentionHeads == 4)
+        #expect(m.numKeyValueHeads == 1)
+        #expect(m.headDim == 256)
+        #expect(m.slidingWindow == 512)
+        #expect(m.rope[.full]?.theta == 1_000_000)
+        #expect(m.rope[.sliding]?.theta == 10_000)
+        #expect(m.rmsNormEps == 1e-6)
+        #expect(m.vocabSize == 262_144)
+        #expect(m.maxPositionEmbeddings == 32_768)
+        #expect(m.tieWordEmbeddings)
+        #expect(m.queryPreAttnScalar == 256)
+        #expect(m.bosTokenId == 2 && m.eosTokenIds == [1] && m.padTokenId == 0)
+        #expect((0..<18).filter { !m.isSlidingLayer($0) } == [5, 11, 17])
+        #expect((0..<18).map { m.ropeBase($0) } == (0..<18).map { ($0 + 1) % 6 == 0 ? 1e6 : 1e4 })
+    }
+
+    /// Writing the metadata back from that config reproduces every architecture key of the real
+    /// file with the same type and value (the current converter also writes rope.freq_base_swa,
+    /// which the older one that made this file did not).
+    @Test func realModelMetadataRoundTrip() throws {
+        guard let url = Fixtures.realModel else { return }
+        let gguf = try GGUFFile(path: url.path)
+        let mapping = try #require(GGUFArchitectureMapping.forGGUFArchitecture("gemma3"))
+        let ours = mapping.metadata(from: try ModelConfig(gguf: gguf))
+        let theirs = gguf.metadata.filter { $0.key.hasPrefix("gemma3.") }
+        #expect(!theirs.isEmpty)
+        for (key, value) in theirs {
+            #expect(ours[key] == value, "\(key): ours \(String(describing: ours[key])), file \(value)")
+        }
+        #expect(Set(ours.keys).subtracting(theirs.map(\.key)) == ["general.architecture", "gemma3.rope.freq_base_swa"])
+        #expect(ours["gemma3.rope.freq_base_swa"] == .float32(10_000))
+    }
+
+    /// config → GGUF metadata → config keeps every fact the engine uses, for each dense fixture.
+    @Test(arguments: ["llama", "smollm3", "qwen3", "gemma2", "gemma3"])
+    func fixtureConfigRoundTripsThroughMetadata(fixture: String) throws {
+        let original = try ModelConfig.load(folder: Fixtures.hf(fixture))
+        let mapping = try #require(GGUFArchitectureMapping.forModelType(original.modelType))
+        let meta = mapping.metadata(from: original, fileType: 0)
+        #expect(meta.string("general.architecture") == mapping.ggufArchitecture)
+        #expect(meta.int("general.file_type") == 0)
+        let json = try mapping.config(from: meta, hasOutputTensor: !original.tieWordEmbeddings, vocabSize: original.vocabSize)
+        let back = try ModelConfig(json: json)
+        #expect(back.modelType == original.modelType)
+        #expect(back.vocabSize == original.vocabSize)
+        #expect(back.hiddenSize == original.hiddenSize)
+        #expect(back.intermediateSize == original.intermediateSize)
+        #expect(back.numHiddenLayers == original.numHiddenLayers)
+        #expect(back.numAttentionHeads == original.numAttentionHeads)
+        #expect(back.numKeyValueHeads == original.numKeyValueHeads)
+        #expect(back.headDim == original.headDim)
+        #expect(back.rmsNormEps == original.rmsNormEps)
+        #expect(back.maxPositionEmbeddings == original.maxPositionEmbeddings)
+        #expect(back.tieWordEmbeddings == original.tieWordEmbeddings)
+        #expect(back.layerTypes == original.layerTypes)
+        #expect(back.slidingWindow == original.slidingWindow)
+        #expect(back.ropeLayers == original.ropeLayers)
+        for kind in AttentionKind.allCases { #expect(back.rope[kind]?.theta == original.rope[kind]?.theta) }
+        #expect(back.attnLogitSoftcapping == original.attnLogitSoftcapping)
+        #expect(back.finalLogitSoftcapping == original.finalLogitSoftcapping)
+        #expect(back.queryPreAttnScalar == original.queryPreAttnScalar)
+        // The generated config.json is itself valid JSON text that parses back the same.
+        let text = JSONWriter.python(json)
+        #expect(JSONWriter.python(try JSONParser.parse(text)) == text)
+    }
+
+    /// Every tensor of the real GGUF maps to an HF name and back, and what `keepsF32` says stays F32
+    /// is F32 there (llama-quantize keeps the same tensors F32 as the converter).
+    @Test func realModelTensorNames() throws {
+        guard let url = Fixtures.realModel else { return }
+        let gguf = try GGUFFile(path: url.path)
+        let m = try #require(GGUFArchitectureMapping.forGGUFArchitecture("gemma3"))
+        #expect(gguf.tensors.count == 236)
+        for t in gguf.tensors {
+            let hf = try #require(m.hfName(gguf: t.name), "\(t.name)")
+            #expect(m.ggufName(hf: hf) == t.name)
+            #expect(GGUFArchitectureMapping.keepsF32(gguf: t.name, shape: t.shape) == (t.ggmlType == .f32), "\(t.name)")
+        }
+    }
+
+    @Test func wrongArchitectureAndMissingKeysThrow() throws {
+        let mapping = try #require(GGUFArchitectureMapping.forModelType("llama"))
+        var meta = GGUFMetadata([("general.architecture", .string("qwen3"))])
+        #expect(throws: SmolError.self) { try mapping.config(from: meta, hasOutputTensor: true, vocabSize: 8) }
+        meta["general.architecture"] = .string("llama")
+        meta["llama.block_count"] = .uint32(2)
+        do {
+            _ = try mapping.config(from: meta, hasOutputTensor: true, vocabSize: 8, file: "m.gguf")
+            Issue.record("expected an error")
+        } catch let e as SmolError {
+            #expect(e.description.contains("m.gguf") && e.description.contains("llama.embedding_length"))
+        }
+    }
+}

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
-import SmolTensor
 import SmolFormats
+import SmolTensor
 import SmolModels
 import SmolTestSupport
 
@@ -255,6 +255,12 @@ struct FixtureFacts {
             #expect(e.kind == .malformed)
             #expect(e.description.contains("bad.json") && e.description.contains("offset"))
         }
+        // Numbers keep their source text, so a file Python wrote is written back unchanged.
+        let v = try JSONValue.parse(#"{"s": "a\u00e9\ud83d\ude00", "n": -1.5e-3, "i": 12, "b": [true, null]}"#)
+        #expect(v["s"]?.stringValue == "aé😀")
+        #expect(v["n"]?.doubleValue == -1.5e-3)
+        #expect(v["i"] == .int(12))
+        #expect(v.serialized(indent: nil) == #"{"s": "a\u00e9\ud83d\ude00", "n": -1.5e-3, "i": 12, "b": [true, null]}"#)
     }
 
     /// transformers 4 files (the Gemma 3 checkpoints on the Hub, written by transformers 4.5x) carry

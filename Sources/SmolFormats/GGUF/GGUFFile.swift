@@ -78,7 +78,7 @@ public final class GGUFFile: TensorSource, @unchecked Sendable {
         var meta = GGUFMetadata()
         for _ in 0..<kvCount {
             let at = p.r.offset
-            let key = try p.string { "metadata key at offset \(at)" }
+            let key = try p.string { "metadata key" }
             guard !meta.contains(key) else {
                 throw p.error("metadata key '\(key)' (offset \(at))", "duplicate metadata key")
             }
@@ -181,7 +181,7 @@ private struct Parser {
         }
         let version = try u32("version")
         if version == 2 || version == 3 { return version }
-        if version & 0xffff == 0 && version.byteSwapped <= 0xffff {
+        if version & 0xffff == 0, version != 0, version.byteSwapped <= 0xffff {
             throw error("offset 4", "big-endian GGUF (version \(version.byteSwapped) byte-swapped): only little-endian files are supported")
         }
         if version == 1 {

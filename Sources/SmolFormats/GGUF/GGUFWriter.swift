@@ -30,6 +30,15 @@ public enum GGUFWriter {
             self.bytes = bytes
             self.didWrite = didWrite
         }
+
+        /// From a `TensorInfo` (row-major shape); fails for dense types GGUF cannot hold (F8, U8, BOOL, …).
+        public init(_ info: TensorInfo, didWrite: (() -> Void)? = nil,
+                    bytes: @escaping () throws -> TensorBytes) throws {
+            guard let type = info.type.ggmlType else {
+                throw SmolError(.unsupported, at: "tensor '\(info.name)'", "\(info.type.name) has no GGUF (ggml) type")
+            }
+            self.init(name: info.name, type: type, shape: info.shape, didWrite: didWrite, bytes: bytes)
+        }
     }
 
     /// The GGUF version written.

@@ -4,9 +4,6 @@ import SmolTensor
 // Small conveniences over SmolFormats' order- and text-preserving JSON value, for config.json.
 // Internal so they cannot clash with API SmolFormats may add.
 extension JSONValue {
-    /// The member `key` of an object (nil for other values or a missing member).
-    subscript(key: String) -> JSONValue? { objectValue?[key] }
-
     /// An integer, also when written as an integral float (`4096.0`), as Python's `int()` of a
     /// config value would accept.
     var looseIntValue: Int? {
@@ -17,16 +14,6 @@ extension JSONValue {
 
     /// The compact text, for error messages.
     var compactText: String { JSONWriter.compact(self) }
-
-    /// A float number written as Python's `repr` writes it (`10000.0`, `1e-06`): Swift's
-    /// shortest round-trip description matches it for finite values.
-    static func float(_ d: Double) -> JSONValue {
-        precondition(d.isFinite, "JSON cannot hold \(d)")
-        // The description is always valid JSON number text for finite doubles.
-        return (try? JSONParser.parse(d.description)) ?? .null
-    }
-
-    static func int(_ i: Int) -> JSONValue { JSONValue(i) }
 
     static func object(_ pairs: [(String, JSONValue)]) -> JSONValue { .object(JSONObject(pairs)) }
 

@@ -35,7 +35,7 @@ public struct RoPEParameters: Sendable, Equatable {
     public init(ropeType: String = "default", theta: Double) {
         self.ropeType = ropeType
         self.theta = theta
-        raw = .object([("rope_theta", .float(theta)), ("rope_type", .string(ropeType))])
+        raw = .object(JSONObject([("rope_theta", .double(theta)), ("rope_type", .string(ropeType))]))
     }
 
     /// Reads one parameter object; `defaultTheta` fills a missing `rope_theta`.

@@ -50,6 +50,9 @@ public struct GGUFArchitectureMapping: Sendable {
         return "blk.\(block).\(b.gguf)\(suffix)"
     }
 
+    /// True for HF tensors llama.cpp's converter deliberately leaves out (gemma2's `lm_head.weight`).
+    public func isDropped(hf name: String) -> Bool { dropped.contains(name) }
+
     /// The HF name of a GGUF tensor; nil for names that do not come from an HF tensor here
     /// (e.g. `rope_freqs.weight`, which the converter generates for llama3-type RoPE).
     public func hfName(gguf name: String) -> String? {

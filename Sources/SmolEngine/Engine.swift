@@ -1,0 +1,218 @@
+import Foundation
+import SmolKernels
+import SmolModels
+import SmolTensor
+
+// Shapes below use the SmolKernels legend: T tokens of this call, S cached positions, D hidden,
+// H / Hkv heads, Dh head dim, F ffn size, V vocab, L layers, P per-layer-input size.
+
+/// Keys and values of every layer for the positions seen so far. Layers that share another
+/// layer's keys and values (Gemma 4) keep nothing of their own.
+public final class KVCache: @unchecked Sendable {   // used by one generation at a time
+    /// Per layer: [S, Hkv, Dh] after k-norm and RoPE (keys) / v-norm (values).
+    var keys: [[Float]]
+    var values: [[Float]]
+    /// S: positions cached.
+    public private(set) var length: Int = 0
+
+    public init(layers: Int) {
+        keys = Array(repeating: [], count: layers)
+        values = Array(repeating: [], count: layers)
+    }
+
+    func advance(by n: Int) { length += n }
+}
+
+/// What one forward pass returns.
+public struct ForwardOutput: Sendable {
+    /// [T, V], soft-capped where the model says so.
+    public var logits: [Float]
+    /// When requested: L + 1 arrays of [T, D], numbered as transformers' `hidden_states`:
+    /// [0] the (scaled) embeddings, [i] the output of layer i − 1, and the last one the final
+    /// norm's output (it replaces the last layer's raw output).
+    public var hiddenStates: [[Float]]?
+}
+
+/// Choices where transformers' own implementations disagree.
+public struct EngineOptions: Sendable, Equatable {
+    /// Apply `attn_logit_softcapping` (Gemma 2) inside attention, as the model is defined and as
+    /// transformers' eager attention and llama.cpp do. transformers' default SDPA attention
+    /// silently drops it, so reproducing outputs of a plain `from_pretrained` model (such as the
+    /// test fixtures) needs `false`.
+    public var attentionSoftcapping: Bool
+
+    public init(attentionSoftcapping: Bool = true) {
+        self.attentionSoftcapping = attentionSoftcapping
+    }
+
+    /// What transformers 5 computes with its default attention implementation (SDPA).
+    public static let transformersSDPA = EngineOptions(attentionSoftcapping: false)
+}
+
+/// The exact Float32 CPU reference engine for dense decoders. Matmuls go through BLAS, the other
+/// kernels are multithreaded; semantics follow transformers' eager implementation.
+public final class Engine: Sendable {
+    public let model: DenseDecoderModel
+    public let options: EngineOptions
+
+    public init(model: DenseDecoderModel, options: EngineOptions = EngineOptions()) {
+        self.model = model
+        self.options = options
+    }
+
+    public var vocabSize: Int { model.spec.vocabSize }
+
+    public func makeCache() -> KVCache { KVCache(layers: model.spec.layers.count) }
+
+    /// Runs `tokens` (positions cache.length …) through the model, appending to `cache` when given.
+    public func forward(_ tokens: [Int], cache: KVCache? = nil, captureHiddenStates: Bool = false) throws -> ForwardOutput {
+        let spec = model.spec, w = model.weights
+        let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
+        guard T > 0 else { throw SmolError(.invalidArgument, "forward needs at least one token") }
+        let cache = cache ?? makeCache()
+        let start = cache.length
+        let positions = (0..<T).map { start + $0 }
+
+        var h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale) // [T, D]
+        let perLayerInputs = try perLayerInputs(tokens: tokens, embeddings: h)  // [T, L, P]
+        var captured: [[Float]] = captureHiddenStates ? [h] : []
+
+        for (i, layer) in spec.layers.enumerated() {
+            let lw = w.layers[i]
+            let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
+
+            // Attention block.
+            var x = h
+            Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.attnNorm, eps: spec.normEps, weighting: spec.normWeighting)
+            var q = Kernels.matmul(x, rows: T, inDim: D, weight: lw.q, outDim: H * Dh)   // [T, H, Dh]
+            if let qn = lw.qNorm {
+                Kernels.rmsNorm(&q, rows: T * H, dim: Dh, weight: qn, eps: spec.normEps, weighting: spec.normWeighting)
+            }
+            if let rope = layer.rope {
+                Kernels.rope(&q, tokens: T, heads: H, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+            }
+            let kvLayer: Int
+            if let source = layer.kvSharedFrom {
+                kvLayer = source
+            } else {
+                kvLayer = i
+                var k = Kernels.matmul(x, rows: T, inDim: D, weight: lw.k!, outDim: Hkv * Dh)  // [T, Hkv, Dh]
+                // Keys-as-values: v is the raw key projection, taken before k's norm and RoPE.
+                var v = layer.valueIsKey ? k : Kernels.matmul(x, rows: T, inDim: D, weight: lw.v!, outDim: Hkv * Dh)
+                if let kn = lw.kNorm {
+                    Kernels.rmsNorm(&k, rows: T * Hkv, dim: Dh, weight: kn, eps: spec.normEps, weighting: spec.normWeighting)
+                }
+                if let rope = layer.rope {
+                    Kernels.rope(&k, tokens: T, heads: Hkv, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+                }
+                if layer.vNorm {
+                    Kernels.rmsNorm(&v, rows: T * Hkv, dim: Dh, weight: nil, eps: spec.normEps)
+                }
+                cache.keys[i] += k
+                cache.values[i] += v
+            }
+            let S = start + T
+            var attnOptions = layer.attention
+            if !options.attentionSoftcapping { attnOptions.softcap = nil }
+            let attn = Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
+                                         heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
+                                         options: attnOptions)                     // [T, H, Dh]
+            var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
+            if let n = lw.attnOutNorm {
+                Kernels.rmsNorm(&o, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
+            }
+            Kernels.add(&h, o)
+
+            // MLP block.
+            x = h
+            Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.mlpNorm, eps: spec.normEps, weighting: spec.normWeighting)
+            let F = layer.intermediateSize
+            var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)        // [T, F]
+            let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
+            Kernels.gatedActivation(gate: &g, up: u, spec.activation)
+            var m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
+            if let n = lw.mlpOutNorm {
+                Kernels.rmsNorm(&m, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
+            }
+            Kernels.add(&h, m)
+
+            // Gemma 4 per-layer input: gate the hidden state with this layer's PLE slice.
+            if let ple = spec.perLayerInput, let pli = perLayerInputs {
+                let P = ple.dim, L = spec.layers.count
+                var pg = Kernels.matmul(h, rows: T, inDim: D, weight: lw.perLayerGate!, outDim: P)  // [T, P]
+                Kernels.activate(&pg, spec.activation)
+                for t in 0..<T { for p in 0..<P { pg[t * P + p] *= pli[(t * L + i) * P + p] } }
+                var pp = Kernels.matmul(pg, rows: T, inDim: P, weight: lw.perLayerProjection!, outDim: D) // [T, D]
+                Kernels.rmsNorm(&pp, rows: T, dim: D, weight: lw.perLayerNorm!, eps: spec.normEps, weighting: spec.normWeighting)
+                Kernels.add(&h, pp)
+            }
+            if layer.hasLayerScalar { Kernels.scale(&h, by: lw.layerScalar) }
+            if captureHiddenStates && i < spec.layers.count - 1 { captured.append(h) }
+        }
+        cache.advance(by: T)
+
+        Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
+        if captureHiddenStates { captured.append(h) }
+        var logits = Kernels.matmul(h, rows: T, inDim: D, weight: w.lmHead, outDim: V)   // [T, V]
+        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+        return ForwardOutput(logits: logits, hiddenStates: captureHiddenStates ? captured : nil)
+    }
+
+    /// Gemma 4 PLE inputs [T, L, P]: (RMSNorm(embeddings · Wᵀ / √D) + E_ple[token] · √P) / √2.
+    func perLayerInputs(tokens: [Int], embeddings: [Float]) throws -> [Float]? {
+        let spec = model.spec, w = model.weights
+        guard let ple = spec.perLayerInput else { return nil }
+        let T = tokens.count, D = spec.hiddenSize, L = spec.layers.count, P = ple.dim
+        let tokenPart = try Kernels.embed(tokens: tokens, table: w.perLayerEmbed!, vocab: ple.vocabSize, dim: L * P,
+                                          scale: Float(Double(P).squareRoot()))               // [T, L·P]
+        var proj = Kernels.matmul(embeddings, rows: T, inDim: D, weight: w.perLayerModelProjection!, outDim: L * P)
+        Kernels.scale(&proj, by: Float(pow(Double(D), -0.5)))
+        Kernels.rmsNorm(&proj, rows: T * L, dim: P, weight: w.perLayerProjectionNorm!, eps: spec.normEps,
+                        weighting: spec.normWeighting)
+        Kernels.add(&proj, tokenPart)
+        Kernels.scale(&proj, by: Float(pow(2.0, -0.5)))
+        return proj
+    }
+
+    /// Mean next-token cross-entropy with labels = tokens, as transformers computes it for
+    /// `labels=input_ids` (row t predicts token t + 1; the last row has no label).
+    public func loss(_ tokens: [Int]) throws -> Float {
+        let out = try forward(tokens)
+        return try loss(logits: out.logits, tokens: tokens)
+    }
+
+    public func loss(logits: [Float], tokens: [Int]) throws -> Float {
+        let labels = tokens.indices.map { $0 + 1 < tokens.count ? tokens[$0 + 1] : -100 }
+        guard let l = Kernels.crossEntropy(logits: logits, rows: tokens.count, vocab: vocabSize, labels: labels) else {
+            throw SmolError(.invalidArgument, "loss needs at least two tokens")
+        }
+        return l
+    }
+
+    /// Greedy decoding with the KV cache: the prompt, then up to `maxNewTokens` argmax tokens
+    /// (first index wins ties, as torch.argmax). Stops after emitting a token in `stopTokens`;
+    /// before `minNewTokens` new tokens those are suppressed (transformers' `min_new_tokens`).
+    /// Returns prompt + new tokens.
+    public func generate(_ prompt: [Int], maxNewTokens: Int, stopTokens: Set<Int> = [],
+                         minNewTokens: Int = 0) throws -> [Int] {
+        var out = prompt
+        guard maxNewTokens > 0 else { return out }
+        let cache = makeCache()
+        var logits = try forward(prompt, cache: cache).logits
+        var rows = prompt.count
+        for step in 0..<maxNewTokens {
+            let V = vocabSize
+            let last = logits[((rows - 1) * V)..<(rows * V)]
+            var best = last.startIndex
+            let suppress = step < minNewTokens ? stopTokens : []
+            best = last.indices.first { !suppress.contains($0 - last.startIndex) } ?? best
+            for j in last.indices where last[j] > last[best] && !suppress.contains(j - last.startIndex) { best = j }
+            let next = best - last.startIndex
+            out.append(next)
+            if stopTokens.contains(next) || step == maxNewTokens - 1 { break }
+            logits = try forward([next], cache: cache).logits
+            rows = 1
+        }
+        return out
+    }
+}

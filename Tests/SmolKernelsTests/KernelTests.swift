@@ -1,0 +1,197 @@
+import Foundation
+import Testing
+import SmolTensor
+@testable import SmolKernels
+
+/// Fast kernels vs their reference twins. The fast kernels accumulate in Float32 in a different
+/// order (BLAS blocking, 8-lane SIMD) than the Double reference, so they agree to a few Float32
+/// ulps of the largest magnitude involved: 1e-5 relative leaves room for sums over a few hundred
+/// terms without hiding a real indexing or masking bug (which shows up as O(1) differences).
+let kernelTolerance: Float = 1e-5
+
+/// max |a − b| / max |b|
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    var num: Float = 0, den: Float = 0
+    for i in a.indices { num = max(num, abs(a[i] - b[i])); den = max(den, abs(b[i])) }
+    return den == 0 ? num : num / den
+}
+
+/// Deterministic pseudo-random numbers (SplitMix64), so failures reproduce.
+struct SeededRandom {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] {
+        (0..<n).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
+    }
+}
+
+@Suite struct KernelTests {
+    @Test(arguments: [(1, 64, 64), (7, 33, 5), (32, 128, 512)])
+    func matmulMatchesReference(shape: (Int, Int, Int)) {
+        let (rows, inDim, outDim) = shape
+        var rng = SeededRandom(1)
+        let x = rng.floats(rows * inDim), w = rng.floats(outDim * inDim)
+        let fast = Kernels.matmul(x, rows: rows, inDim: inDim, weight: w, outDim: outDim)
+        let ref = ReferenceKernels.matmul(x, rows: rows, inDim: inDim, weight: w, outDim: outDim)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+    }
+
+    @Test func matmulKnownValues() {
+        // [[1,2],[3,4]] · [[1,0],[0,1],[1,1]]ᵀ = [[1,2,3],[3,4,7]]
+        let y = Kernels.matmul([1, 2, 3, 4], rows: 2, inDim: 2, weight: [1, 0, 0, 1, 1, 1], outDim: 3)
+        #expect(y == [1, 2, 3, 3, 4, 7])
+    }
+
+    @Test(arguments: [RMSNormWeighting.multiply, .onePlus])
+    func rmsNormMatchesReference(weighting: RMSNormWeighting) {
+        var rng = SeededRandom(2)
+        let rows = 9, dim = 67
+        let x = rng.floats(rows * dim, scale: 3), w = rng.floats(dim)
+        var fast = x, ref = x
+        Kernels.rmsNorm(&fast, rows: rows, dim: dim, weight: w, eps: 1e-6, weighting: weighting)
+        ReferenceKernels.rmsNorm(&ref, rows: rows, dim: dim, weight: w, eps: 1e-6, weighting: weighting)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+        var fastNoW = x, refNoW = x
+        Kernels.rmsNorm(&fastNoW, rows: rows, dim: dim, weight: nil, eps: 1e-6)
+        ReferenceKernels.rmsNorm(&refNoW, rows: rows, dim: dim, weight: nil, eps: 1e-6)
+        #expect(relativeError(fastNoW, refNoW) < kernelTolerance)
+    }
+
+    @Test func rmsNormUnitRows() {
+        // A row of equal values c normalizes to ±1 (eps negligible): the definition, not our code.
+        var x: [Float] = [2, 2, 2, 2, -3, -3, -3, -3]
+        Kernels.rmsNorm(&x, rows: 2, dim: 4, weight: nil, eps: 0)
+        #expect(x == [1, 1, 1, 1, -1, -1, -1, -1])
+    }
+
+    @Test(arguments: [16, 12])
+    func ropeMatchesReference(rotaryDim: Int) {
+        var rng = SeededRandom(3)
+        let tokens = 11, heads = 3, headDim = 16
+        let x = rng.floats(tokens * heads * headDim)
+        let inv = RopeTables.defaultInvFreq(base: 10000, dim: rotaryDim)
+        let positions = (0..<tokens).map { $0 * 3 + 2 }
+        var fast = x, ref = x
+        Kernels.rope(&fast, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim, invFreq: inv, positions: positions)
+        ReferenceKernels.rope(&ref, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim, invFreq: inv, positions: positions)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+        // Dims past rotaryDim pass through unchanged.
+        for t in 0..<tokens { for h in 0..<heads { for d in rotaryDim..<headDim {
+            let i = (t * heads + h) * headDim + d
+            #expect(fast[i] == x[i])
+        } } }
+    }
+
+    @Test func ropeTables() {
+        // inv_freq[i] = base^(-2i/dim): i = 0 → 1, i = 1 with base 10000, dim 4 → 0.01.
+        let inv = RopeTables.defaultInvFreq(base: 10000, dim: 4)
+        #expect(inv[0] == 1)
+        #expect(abs(inv[1] - 0.01) < 1e-9)
+        // Proportional (Gemma 4 global layers): 512-dim head, factor 0.25 → 64 rotating pairs of 256.
+        let p = RopeTables.proportionalInvFreq(base: 1_000_000, headDim: 512, partialRotaryFactor: 0.25)
+        #expect(p.count == 256)
+        #expect(p[0] == 1 && p[63] > 0 && p[64] == 0 && p[255] == 0)
+        #expect(abs(p[1] - Float(pow(1_000_000.0, -2.0 / 512))) < 1e-7)
+    }
+
+    @Test func softmaxMatchesReference() {
+        var rng = SeededRandom(4)
+        let x = rng.floats(5 * 100, scale: 20)
+        var fast = x, ref = x
+        Kernels.softmax(&fast, rows: 5, n: 100)
+        ReferenceKernels.softmax(&ref, rows: 5, n: 100)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+    }
+
+    @Test(arguments: [
+        AttentionOptions(scale: 0.25),
+        AttentionOptions(scale: 0.25, window: 4),
+        AttentionOptions(scale: 0.25, softcap: 2),
+        AttentionOptions(scale: 1, softcap: 50, window: 1),
+    ])
+    func attentionMatchesReference(options: AttentionOptions) {
+        var rng = SeededRandom(5)
+        let heads = 4, kvHeads = 2, headDim = 16
+        // Prefill (T = S) and decode-like (T = 3 rows at the end of S = 13 keys).
+        for (tokens, keys) in [(13, 13), (3, 13)] {
+            let q = rng.floats(tokens * heads * headDim, scale: 2)
+            let k = rng.floats(keys * kvHeads * headDim, scale: 2)
+            let v = rng.floats(keys * kvHeads * headDim)
+            let start = keys - tokens
+            let fast = Kernels.attention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
+                                         headDim: headDim, queryStart: start, options: options)
+            let ref = ReferenceKernels.attention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
+                                                 headDim: headDim, queryStart: start, options: options)
+            #expect(relativeError(fast, ref) < kernelTolerance)
+        }
+    }
+
+    @Test func attentionFirstTokenSeesOnlyItself() {
+        // Causality: at position 0 the output is exactly v[0] whatever q and k are.
+        var rng = SeededRandom(6)
+        let q = rng.floats(2 * 8), k = rng.floats(2 * 8), v = rng.floats(2 * 8)
+        let out = Kernels.attention(q: q, k: k, v: v, tokens: 2, keys: 2, heads: 1, kvHeads: 1, headDim: 8,
+                                    queryStart: 0, options: AttentionOptions(scale: 1))
+        #expect(Array(out[0..<8]) == Array(v[0..<8]))
+    }
+
+    @Test(arguments: [Activation.silu, .geluTanh])
+    func activationsMatchReference(act: Activation) {
+        var rng = SeededRandom(7)
+        let g = rng.floats(1000, scale: 6), u = rng.floats(1000)
+        var fast = g, ref = g
+        Kernels.gatedActivation(gate: &fast, up: u, act)
+        ReferenceKernels.gatedActivation(gate: &ref, up: u, act)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+        var a = g, b = g
+        Kernels.activate(&a, act)
+        ReferenceKernels.activate(&b, act)
+        #expect(relativeError(a, b) < kernelTolerance)
+    }
+
+    @Test func activationKnownValues() {
+        // torch.nn.functional.silu(1.0) = 0.7310586; gelu(1.0, approximate='tanh') = 0.8411920
+        #expect(abs(Kernels.activation(1, .silu) - 0.7310586) < 1e-6)
+        #expect(abs(Kernels.activation(1, .geluTanh) - 0.8411920) < 1e-6)
+        #expect(Activation(hfName: "gelu_pytorch_tanh") == .geluTanh)
+        #expect(Activation(hfName: "silu") == .silu)
+    }
+
+    @Test func softcapMatchesReference() {
+        var rng = SeededRandom(8)
+        let x = rng.floats(500, scale: 100)
+        var fast = x, ref = x
+        Kernels.softcap(&fast, cap: 30)
+        ReferenceKernels.softcap(&ref, cap: 30)
+        #expect(relativeError(fast, ref) < kernelTolerance)
+        #expect(fast.allSatisfy { abs($0) < 30 })
+    }
+
+    @Test func crossEntropyMatchesReference() {
+        var rng = SeededRandom(9)
+        let rows = 6, vocab = 50
+        let logits = rng.floats(rows * vocab, scale: 5)
+        let labels = [3, 49, -100, 0, 7, 20]
+        let fast = Kernels.crossEntropy(logits: logits, rows: rows, vocab: vocab, labels: labels)!
+        let ref = ReferenceKernels.crossEntropy(logits: logits, rows: rows, vocab: vocab, labels: labels)!
+        #expect(abs(fast - ref) / ref < kernelTolerance)
+        // Uniform logits: the loss is log V.
+        let uniform = Kernels.crossEntropy(logits: [Float](repeating: 0.5, count: vocab), rows: 1, vocab: vocab, labels: [1])!
+        #expect(abs(uniform - Float(log(50.0))) < 1e-6)
+        #expect(Kernels.crossEntropy(logits: logits, rows: rows, vocab: vocab, labels: [Int](repeating: -100, count: rows)) == nil)
+    }
+
+    @Test func embedScalesAndRejectsBadIds() throws {
+        let table: [Float] = [1, 2, 3, 4, 5, 6] // V = 3, D = 2
+        #expect(try Kernels.embed(tokens: [2, 0], table: table, vocab: 3, dim: 2, scale: 2) == [10, 12, 2, 4])
+        #expect(throws: SmolError.self) { try Kernels.embed(tokens: [3], table: table, vocab: 3, dim: 2, scale: nil) }
+    }
+}
