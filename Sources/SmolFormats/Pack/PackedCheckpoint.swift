@@ -154,6 +154,11 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
                     n = c.rawSize
                 }
             }
+            // The stored bytes are consumed: drop their pages so resident memory stays bounded.
+            for job in batch {
+                let c = index.members[mi].segments[job.segment].chunks[job.chunk]
+                file.release(offset: c.offset, count: c.storedSize)
+            }
             for b in buffers {
                 try out.write(b)
                 progress(b.count)
