@@ -37,7 +37,7 @@ let package = Package(
         .testTarget(name: "SmolTokenizerTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolTokenizer"]),
         .testTarget(name: "SmolModelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels"]),
         .testTarget(name: "SmolConvertTests", dependencies: ["SmolTestSupport", "SmolConvert", "SmolTensor", "SmolFormats", "SmolModels"]),
-        .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolKernels"]),
+        .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolKernels"]),
         .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolEngine"]),
         .testTarget(name: "CLITests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "smolconv"]),
     ]
