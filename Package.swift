@@ -19,7 +19,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .target(name: "SmolTensor"),
-        .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS"]),
+        // AVX2 fused dequantize-and-dot kernels, runtime-dispatched (see its kernels.c for the measurement).
+        .target(name: "CSmolKernels"),
+        .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS", "CSmolKernels"]),
         .target(name: "SmolFormats", dependencies: ["SmolTensor"]),
         .target(name: "SmolQuant", dependencies: ["SmolTensor"]),
         .target(name: "SmolTokenizer", dependencies: ["SmolTensor", "SmolFormats"]),

@@ -11,8 +11,9 @@ import SmolTensor
 //
 // Exact: activations stay F32 and every weight is dequantized exactly as ggml/gguf-py do
 // (`ReferenceKernels.dequantizeRow`); only the summation order differs from dequantize-then-matmul.
-//   - tokens ≤ `matvecMaxTokens`: each thread takes a range of weight rows, dequantizes one row at a
-//     time into an L1-sized scratch and dots it with every token (decode, small batches);
+//   - tokens ≤ `matvecMaxTokens`: each thread takes a range of weight rows; one token uses a fused
+//     dequantize-and-dot per row (decode), a few tokens dequantize each row once into an L1-sized
+//     scratch and dot it with every token (small batches);
 //   - more tokens: the weight is dequantized a tile of rows at a time (about 1 MB of F32) and each
 //     tile goes through `cblas_sgemm` (prefill, perplexity). F32 weights go to sgemm directly.
 // Shapes follow PyTorch: weight [rows = out features, cols = in features], row-major.
@@ -144,17 +145,18 @@ public struct QuantizedLinear: Sendable {
 
     // MARK: kernels
 
-    /// Few tokens: threads split the weight rows; each row is dequantized once into scratch (F32
-    /// weights are read in place) and dotted with every token.
+    /// Few tokens: threads split the weight rows. One token: fused dequantize-and-dot per row
+    /// (QuantDot.swift). Several: each row is dequantized once into scratch and dotted with every
+    /// token (F32 weights are read in place).
     private func matvec(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ tokens: Int, _ y: UnsafeMutablePointer<Float>) {
         let rows = rows, cols = cols, rowBytes = rowBytes, type = type
         // ~64 KB of encoded weight per task keeps hand-off cost small and the load balanced.
         let grain = max(1, min((rows + 1) / 2, 65536 / max(rowBytes, 1)))
         parallelRanges(rows, grain: grain) { range in
-            if type == .f32 {
+            // One token, or a type without a fused kernel left aside: fused dequantize-and-dot.
+            if (tokens == 1 || type == .f32) && QuantKernels.hasFusedDot(type) {
                 for r in range {
-                    let wr = (w + r * rowBytes).assumingMemoryBound(to: Float.self)
-                    for t in 0..<tokens { y[t * rows + r] = simdDot(wr, x + t * cols, cols) }
+                    for t in 0..<tokens { y[t * rows + r] = QuantKernels.dotRow(type, w + r * rowBytes, x + t * cols, count: cols)! }
                 }
                 return
             }

@@ -122,6 +122,30 @@ func expectMatmulClose(_ y: [Float], x: [Float], tokens: Int, weight: QuantizedL
         }
     }
 
+    /// Both fused dots (the AVX2 C kernels when this CPU has them, and the portable Swift ones) vs
+    /// the Double dot over the reference-dequantized row.
+    @Test(arguments: [GGMLType.f32, .q8_0, .q4_0, .q5_0, .q4_K, .q6_K])
+    func fusedDotsMatchReference(type: GGMLType) throws {
+        let rows = 24, cols = 2048
+        let w = try QuantizedLinear(type: type, rows: rows, cols: cols,
+                                    bytes: TensorBytes(randomQuantBytes(type, rows: rows, cols: cols, seed: 23)))
+        var rng = SeededRandom(29)
+        let x = rng.floats(cols)
+        for path in ["dispatched", "portable"] {
+            var y = [Float](repeating: 0, count: rows)
+            w.bytes.withUnsafeBytes { raw in
+                x.withUnsafeBufferPointer { xp in
+                    for r in 0..<rows {
+                        let row = raw.baseAddress! + r * w.rowBytes
+                        y[r] = (path == "portable" ? QuantKernels.portableDotRow(type, row, xp.baseAddress!, count: cols)
+                                : QuantKernels.dotRow(type, row, xp.baseAddress!, count: cols))!
+                    }
+                }
+            }
+            expectMatmulClose(y, x: x, tokens: 1, weight: w, "\(type.name) \(path) (AVX2 available: \(useAVX2Kernels))")
+        }
+    }
+
     @Test func referenceQuantMatmulEqualsDenseReference() throws {
         let w = try QuantizedLinear(type: .q4_K, rows: 5, cols: 256,
                                     bytes: TensorBytes(randomQuantBytes(.q4_K, rows: 5, cols: 256, seed: 5)))
