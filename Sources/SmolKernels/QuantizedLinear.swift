@@ -14,7 +14,7 @@ import SmolTensor
 //   - tokens ≤ `matvecMaxTokens`: each thread takes a range of weight rows; one token uses a fused
 //     dequantize-and-dot per row (decode), a few tokens dequantize each row once into an L1-sized
 //     scratch and dot it with every token (small batches);
-//   - more tokens: the weight is dequantized a tile of rows at a time (about 1 MB of F32) and each
+//   - more tokens: the weight is dequantized a tile of rows at a time (about 4 MB of F32) and each
 //     tile goes through `cblas_sgemm` (prefill, perplexity). F32 weights go to sgemm directly.
 // Shapes follow PyTorch: weight [rows = out features, cols = in features], row-major.
 
@@ -34,9 +34,10 @@ public struct QuantizedLinear: Sendable {
     /// Measured with `smolconv-bench` (tools/benchmarks): the crossover lies between 8 and 16.
     public static let matvecMaxTokens = 8
 
-    /// F32 elements per dequantized tile in the sgemm path: 1 MB, the L2 of one Zen 4 core, so a
-    /// tile is still cached when sgemm reads it.
-    public static let tileElements = 1 << 18
+    /// F32 elements per dequantized tile in the sgemm path: 4 MB, well inside L3 (sgemm packs the
+    /// tile into its own panels anyway, so L2 residency buys little), and few enough tiles that the
+    /// hand-off between our dequantizing threads and OpenBLAS's stays rare.
+    public static let tileElements = 1 << 20
 
     public init(type: GGMLType, rows: Int, cols: Int, bytes: TensorBytes, name: String = "weight") throws {
         guard QuantKernelTypes.supported.contains(type) else {

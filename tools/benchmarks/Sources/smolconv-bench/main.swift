@@ -15,17 +15,28 @@ let modelPath = args.first { !$0.hasPrefix("--") }
 let gguf = try GGUFFile(path: modelPath)
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+func cpuNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
 
-/// Median seconds of `body` over repetitions filling about `budget` seconds (at least 3).
+/// CPU seconds per call of the last `time` (all threads; the median sample's ratio).
+nonisolated(unsafe) var lastCPU = 0.0
+
+/// Median wall seconds of `body` over repetitions filling about `budget` seconds (at least 3).
+/// The machine is shared: `lastCPU` (process CPU time of the same samples) shows how much of the
+/// two cores a call really got; wall ≈ CPU / 2 means it had both.
 func time(budget: Double = quick ? 0.3 : 1.0, _ body: () -> Void) -> Double {
     body()  // warm-up (page faults, BLAS threads)
-    var samples: [Double] = []
+    var samples: [(Double, Double)] = []
     let start = now()
     while samples.count < 3 || (now() - start < budget && samples.count < 200) {
-        let t0 = now(); body(); samples.append(now() - t0)
+        let t0 = now(), c0 = cpuNow(); body(); samples.append((now() - t0, cpuNow() - c0))
     }
-    samples.sort()
-    return samples[samples.count / 2]
+    samples.sort { $0.0 < $1.0 }
+    lastCPU = samples[samples.count / 2].1
+    return samples[samples.count / 2].0
 }
 
 func weight(_ name: String) throws -> QuantizedLinear {
@@ -48,7 +59,8 @@ print("model: \(modelPath)")
 print("cores: \(ProcessInfo.processInfo.activeProcessorCount)")
 print("")
 print("== per-tensor kernels (QuantizedLinear.apply vs OpenBLAS sgemm on the F32-dequantized weight)")
-print("tensor                     type   [rows, cols]     T   quant ms  GFLOP/s  wGB/s |  f32 ms  GFLOP/s  wGB/s")
+print("(wall ms, median; cpu = process CPU ms of that call over both cores; OpenBLAS's spinning threads inflate its cpu)")
+print("tensor                     type   [rows, cols]     T   quant ms  cpu ms   GFLOP/s  wGB/s |  f32 ms  cpu ms   GFLOP/s  wGB/s")
 let tensors = ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_output.weight", "blk.0.attn_v.weight",
                "blk.2.attn_v.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "blk.2.ffn_down.weight",
                "token_embd.weight"]
@@ -60,11 +72,13 @@ for name in tensors {
         let x = randomFloats(tokens * w.cols)
         var y = [Float](repeating: 0, count: tokens * w.rows)
         let tq = time { x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { w.apply(xp.baseAddress!, tokens: tokens, into: $0.baseAddress!) } } }
+        let cq = lastCPU
         let tf = time { x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { dense.apply(xp.baseAddress!, tokens: tokens, into: $0.baseAddress!) } } }
+        let cf = lastCPU
         let flop = 2.0 * Double(tokens * w.rows * w.cols)
         print("\(pad(name, 26)) \(pad(w.type.name, 5)) \(pad("[\(w.rows), \(w.cols)]", 15)) \(pad(String(tokens), 4))"
-              + " \(pad(f(tq * 1e3, 3), 9)) \(pad(f(flop / tq / 1e9), 8)) \(pad(f(Double(w.bytes.count) / tq / 1e9), 5)) |"
-              + " \(pad(f(tf * 1e3, 3), 8)) \(pad(f(flop / tf / 1e9), 8)) \(f(Double(dense.bytes.count) / tf / 1e9))")
+              + " \(pad(f(tq * 1e3, 3), 9)) \(pad(f(cq * 1e3, 3), 8)) \(pad(f(flop / tq / 1e9), 8)) \(pad(f(Double(w.bytes.count) / tq / 1e9), 5)) |"
+              + " \(pad(f(tf * 1e3, 3), 8)) \(pad(f(cf * 1e3, 3), 8)) \(pad(f(flop / tf / 1e9), 8)) \(f(Double(dense.bytes.count) / tf / 1e9))")
     }
 }
 
@@ -92,9 +106,9 @@ func sweep(_ ws: [QuantizedLinear], tokens: Int) -> Double {
     }
 }
 let decode = sweep(layers + [output], tokens: 1)
-print("decode  (T=1, layers + output): \(f(decode * 1e3, 2)) ms/token → \(f(1 / decode)) tok/s, \(f(Double(layerBytes + output.bytes.count) / decode / 1e9)) GB/s")
+print("decode  (T=1, layers + output): \(f(decode * 1e3, 2)) ms/token (cpu \(f(lastCPU * 1e3, 2)) ms) → \(f(1 / decode)) tok/s, \(f(Double(layerBytes + output.bytes.count) / decode / 1e9)) GB/s")
 let prefill = sweep(layers, tokens: 128)
-print("prefill (T=128, layers only; llama-bench scores the last token): \(f(prefill * 1e3, 1)) ms → \(f(128 / prefill)) tok/s")
+print("prefill (T=128, layers only; llama-bench scores the last token): \(f(prefill * 1e3, 1)) ms (cpu \(f(lastCPU * 1e3, 1)) ms) → \(f(128 / prefill)) tok/s")
 if !quick {
     // Perplexity on the F32 base: every weight F32, 512 tokens per chunk, logits for all 512.
     let denseLayers = layers.map { QuantizedLinear(f32: $0.dequantized(), rows: $0.rows, cols: $0.cols) }
