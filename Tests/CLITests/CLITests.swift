@@ -85,7 +85,9 @@ struct CLIRun {
         var out: [URL] = []
         for sub in ["safetensors", "gguf"] {
             let dir = root.appendingPathComponent(sub)
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] where !name.hasSuffix(".md") {
+            // Every case file; the README, the expectations list and the well-formed control file aside.
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+            where !name.hasSuffix(".md") && !name.hasSuffix(".json") && !name.hasPrefix("valid") {
                 out.append(dir.appendingPathComponent(name))
             }
         }
