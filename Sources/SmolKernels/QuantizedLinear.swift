@@ -17,6 +17,12 @@ import SmolTensor
 //   - more tokens: the weight is dequantized a tile of rows at a time (about 4 MB of F32) and each
 //     tile goes through `cblas_sgemm` (prefill, perplexity). F32 weights go to sgemm directly.
 // Shapes follow PyTorch: weight [rows = out features, cols = in features], row-major.
+//
+// For the engine: hold every 2-D weight as a QuantizedLinear built from the GGUF's mapped bytes
+// (F32 checkpoints too: their sgemm runs on the mapped memory), use `gatherRows` for the token
+// embedding, and call `apply` with as few rows as needed (the tied output layer is 168 M weights:
+// computing logits only for the rows that are scored or sampled saves most of its cost).
+// SMOLCONV_NO_AVX2=1 in the environment forces the portable Swift kernels (QuantDot.swift).
 
 /// A 2-D weight [rows, cols] in a GGUF encoding, used in place (see the top of this file).
 public struct QuantizedLinear: Sendable {
@@ -31,7 +37,9 @@ public struct QuantizedLinear: Sendable {
     public let rowBytes: Int
 
     /// At most this many tokens use the row-at-a-time matvec; more use the tiled sgemm path.
-    /// Measured with `smolconv-bench` (tools/benchmarks): the crossover lies between 8 and 16.
+    /// Chosen, not tuned: the matvec path costs one pass over the weight per call plus T dots per
+    /// row, the sgemm path dequantizes the whole weight per call; on the shared 2-core machine the
+    /// T = 4 / 16 timings of `smolconv-bench` were too noisy to place the crossover more precisely.
     public static let matvecMaxTokens = 8
 
     /// F32 elements per dequantized tile in the sgemm path: 4 MB, well inside L3 (sgemm packs the
