@@ -1,9 +1,12 @@
 // AVX2 fused dequantize-and-dot. Why C: Swift has no per-function target attributes, so a default
 // (baseline x86-64, SSE2) build of the Swift twins runs the int8 → float conversions 4 lanes at a
-// time without pmovsx: measured on this 2-core Zen 4, one core, 640×1024 Q8_0 row dots:
-// Swift SSE2 2.3 G elements/s, Swift with -target-cpu haswell 5.7, this file (runtime-dispatched)
-// in tools/benchmarks (smolconv-bench). Decode needs ~20 G elements/s over two cores to stream
-// the 168 M-element Q8_0 output layer at memory bandwidth.
+// time without pmovsx. Measured on this 2-core Zen 4 (shared, loaded machine; single-file
+// micro-benchmark, one core, 640×1024 elements, best of 60): Swift fused Q8_0 dot 2.3 G elements/s
+// baseline, 5.7 with -target-cpu haswell. In smolconv-bench (tools/bench_kernels.sh --quick, same
+// session, wall ms): Q5_0 [1024, 640] T=1 0.436 ms portable Swift vs 0.109–0.129 ms here; the Q8_0
+// [262144, 640] output layer T=1 200 ms vs 45–64 ms; a decode sweep (all layers + output) 169 ms
+// vs 54–94 ms of wall and 169 vs 35–39 ms of CPU. Decode needs ~20 G elements/s over two cores to
+// stream the 168 M-element Q8_0 output layer at memory bandwidth.
 //
 // Exactness: d·q is exact in float32 for every type here (an f16 times an integer of ≤ 8 bits), and
 // Q4_K's (d·sc)·q − dmin·m is formed with one rounding as the dequantizer does (fmsub of an exact

@@ -1,6 +1,6 @@
 // smolconv-bench: throughput of the quantized matmul kernels (SmolKernels.QuantizedLinear) on the
 // real Gemma 3 270M Q4_K_M tensors, next to OpenBLAS sgemm on the same weight in F32.
-//   swift run -c release smolconv-bench [model.gguf]
+//   swift run -c release smolconv-bench [--quick] [model.gguf]   (or SMOLCONV_REAL_MODEL=path)
 import Foundation
 import SmolFormats
 import SmolKernels
@@ -9,6 +9,7 @@ import SmolTensor
 let args = CommandLine.arguments.dropFirst()
 let quick = args.contains("--quick")
 let modelPath = args.first { !$0.hasPrefix("--") }
+    ?? ProcessInfo.processInfo.environment["SMOLCONV_REAL_MODEL"]
     ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent(".cache/models/gemma-3-270m-q4_k_m.gguf").path
