@@ -1,4 +1,5 @@
 import SmolFormats
+import SmolQuant
 
 import SmolTensor
 
@@ -17,7 +18,7 @@ enum TensorValues {
                 case .dense(let dt):
                     try ElementCodec.decode(dt, src, count: n, into: d)
                 case .block(let g):
-                    throw SmolError(.unsupported, "\(g.name) pending")
+                    try GGUFQuant.dequantize(g, src, count: n, into: d)
                 }
             }
         }

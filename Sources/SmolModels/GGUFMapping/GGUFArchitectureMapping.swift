@@ -37,6 +37,9 @@ public struct GGUFArchitectureMapping: Sendable {
     /// Norm weights stored as 1 + w.
     let normPlusOne: Bool
 
+    /// Whether the file stores every RMSNorm weight as `1 + w` (gemma2/3).
+    public var storesNormsPlusOne: Bool { normPlusOne }
+
     // MARK: Names
 
     /// The GGUF name of an HF tensor; nil when the converter does not write it (dropped, or not
