@@ -1,6 +1,5 @@
 import SmolFormats
 import SmolQuant
-
 import SmolTensor
 
 /// Decoding any tensor to Float32 values and encoding them back, for conversions that must touch
