@@ -136,7 +136,7 @@ public enum QuantMixPlanner {
     }
 
     /// The N of a `blk.N.` prefix, -1 without one (as sscanf leaves it).
-    static func layerOf(_ name: String) -> Int {
+    public static func layerOf(_ name: String) -> Int {
         guard name.hasPrefix("blk.") else { return -1 }
         return Int(name.dropFirst(4).prefix { $0 != "." }) ?? -1
     }
