@@ -49,7 +49,9 @@ struct Verify: ParsableCommand {
             let report = try Verifier.run(original: original, converted: converted, tokens: tokens, protocol: p) { stage in
                 switch stage {
                 case .loading(let path): Console.note("loading \(path)")
-                case .chunk(let i, let n): chunkBar.update(i, of: n, detail: "chunk \(i)/\(n)")
+                case .chunk(let i, let n):
+                    chunkBar.update(i, of: n, detail: "chunk \(i)/\(n)")
+                    if !Console.stderrIsTTY { Console.err("[\(i)/\(n)]" + (i == n ? "\n" : " ")) }
                 case .tensors(let i, let n): tensorBar.update(i, of: n, detail: "\(i)/\(n)")
                 }
             }
@@ -73,7 +75,7 @@ struct Verify: ParsableCommand {
         let d = r.divergence
         func sqnr(_ v: Double) -> String { v == .infinity ? "exact" : Format.fixed(v, 2) }
         var lines: [String] = []
-        lines.append("                     original          converted")
+        lines.append("                     original              converted")
         lines.append("PPL                  \(pad(Format.fixed(r.pplOriginal, 4) + " ± " + Format.fixed(d.original.perplexityStandardError, 4)))\(Format.fixed(r.pplConverted, 4)) ± \(Format.fixed(d.converted.perplexityStandardError, 4))")
         lines.append("tokens/s             \(pad(Format.fixed(d.originalTokensPerSecond, 1)))\(Format.fixed(d.convertedTokensPerSecond, 1))")
         lines.append("")
@@ -98,5 +100,5 @@ struct Verify: ParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    func pad(_ s: String) -> String { s.padding(toLength: max(18, s.count + 1), withPad: " ", startingAt: 0) }
+    func pad(_ s: String) -> String { s.padding(toLength: max(22, s.count + 2), withPad: " ", startingAt: 0) }
 }
