@@ -82,17 +82,40 @@ extension EvaluationInput {
 
 /// A checkpoint's tokenizer, as the evaluation commands use it.
 public struct TextCodec: Sendable {
-    let encodeText: @Sendable (String, Bool) throws -> [Int]
-    let decodeIDs: @Sendable ([Int]) throws -> String
+    let encodeText: @Sendable (String) throws -> [Int]
+    let decodeIDs: @Sendable ([Int]) throws -> [UInt8]
     /// Tokens that end generation (eos, end-of-turn).
     public let stopTokens: Set<Int>
-    /// The BOS llama.cpp adds, when it adds one.
+    /// The BOS the model adds, when it adds one.
     public let bos: Int?
 
-    /// Text → ids, BOS first when `addBOS` and the model has one.
-    public func encode(_ text: String, addBOS: Bool) throws -> [Int] { try encodeText(text, addBOS) }
-    /// ids → text (byte-fallback pieces joined, so a partial UTF-8 sequence may end in U+FFFD).
-    public func decode(_ ids: [Int]) throws -> String { try decodeIDs(ids) }
+    public init(encode: @escaping @Sendable (String) throws -> [Int], decode: @escaping @Sendable ([Int]) throws -> [UInt8],
+                stopTokens: Set<Int>, bos: Int?) {
+        encodeText = encode
+        decodeIDs = decode
+        self.stopTokens = stopTokens
+        self.bos = bos
+    }
+
+    /// Text → ids, BOS first when the model adds one (llama.cpp `common_tokenize(…, add_special)`).
+    public func encode(_ text: String) throws -> [Int] { try encodeText(text) }
+    /// ids → UTF-8 bytes (byte-fallback pieces reassembled; a sequence cut mid-character stays cut).
+    public func decode(_ ids: [Int]) throws -> [UInt8] { try decodeIDs(ids) }
+
+    /// The length of the longest prefix of `bytes` that does not end inside a UTF-8 sequence, so
+    /// streamed text is printed only once each character is complete.
+    public static func completeUTF8Prefix(_ bytes: [UInt8]) -> Int {
+        var i = bytes.count
+        // Look back at most 3 bytes for the lead byte of a trailing sequence.
+        var back = 0
+        while back < 3 && i - back - 1 >= 0 && bytes[i - back - 1] & 0xC0 == 0x80 { back += 1 }
+        let leadIndex = i - back - 1
+        guard leadIndex >= 0 else { return i }
+        let lead = bytes[leadIndex]
+        let need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+        if back + 1 < need { i = leadIndex }
+        return i
+    }
 }
 
 extension EvaluationInput {

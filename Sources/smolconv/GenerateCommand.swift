@@ -45,29 +45,28 @@ struct Generate: ParsableCommand {
         try runReportingErrors {
             let ckpt = try Checkpoint.open(model)
             let codec = try EvaluationInput.codec(for: ckpt)
-            let ids = try codec.encode(prompt, addBOS: true)
+            let ids = try codec.encode(prompt)
             let engine = Engine(model: try DenseDecoderModel.load(checkpoint: ckpt))
             let start = Date()
             var generated: [Int] = []
-            var printed = ""
-            // Decode the whole continuation each step and print what is new, so pieces that only
-            // form a character together (byte fallback) come out right.
+            // Decode prompt + continuation each step and write the bytes not written yet, up to the
+            // last complete UTF-8 character (byte-fallback pieces form characters together; the
+            // prompt keeps SentencePiece's leading-space rule off the first new piece).
+            var written = try codec.decode(ids).count
             let sampling = SamplingOptions(temperature: temperature, topP: topP, seed: seed)
             try engine.stream(ids, maxNewTokens: maxTokens, sampling: sampling, stopTokens: codec.stopTokens) { t in
                 if codec.stopTokens.contains(t) { return false }
                 generated.append(t)
-                let text = try codec.decode(generated)
-                if text.hasPrefix(printed) && !text.hasSuffix("\u{FFFD}") {
-                    let new = String(text.dropFirst(printed.count))
-                    FileHandle.standardOutput.write(Data(new.utf8))
-                    printed = text
+                let bytes = try codec.decode(ids + generated)
+                let end = TextCodec.completeUTF8Prefix(bytes)
+                if end > written {
+                    FileHandle.standardOutput.write(Data(bytes[written..<end]))
+                    written = end
                 }
                 return true
             }
-            let text = try codec.decode(generated)
-            if text.hasPrefix(printed) && text.count > printed.count {
-                FileHandle.standardOutput.write(Data(String(text.dropFirst(printed.count)).utf8))
-            }
+            let bytes = try codec.decode(ids + generated)
+            if bytes.count > written { FileHandle.standardOutput.write(Data(bytes[written...])) }
             FileHandle.standardOutput.write(Data("\n".utf8))
             let secs = Date().timeIntervalSince(start)
             Console.note("\(generated.count) tokens in \(Format.fixed(secs, 2)) s (\(Format.fixed(Double(generated.count) / max(secs, 1e-9), 1)) tokens/s, prompt \(ids.count) tokens)")

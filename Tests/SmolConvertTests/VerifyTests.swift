@@ -137,3 +137,16 @@ func convertFixture(_ arch: String, to dir: URL, _ outType: ConvertOptions.OutTy
         #expect(png.count > 400 * 300 * 3)
     }
 }
+
+@Suite struct StreamingTextTests {
+    @Test func completeUTF8PrefixStopsBeforeACutCharacter() {
+        let euro = Array("€".utf8)            // E2 82 AC
+        let emoji = Array("😀".utf8)          // F0 9F 98 80
+        #expect(TextCodec.completeUTF8Prefix(Array("ab".utf8)) == 2)
+        #expect(TextCodec.completeUTF8Prefix([0x61] + euro.prefix(2)) == 1)
+        #expect(TextCodec.completeUTF8Prefix([0x61] + euro) == 4)
+        #expect(TextCodec.completeUTF8Prefix(Array(emoji.prefix(3))) == 0)
+        #expect(TextCodec.completeUTF8Prefix(emoji) == 4)
+        #expect(TextCodec.completeUTF8Prefix([]) == 0)
+    }
+}
