@@ -47,8 +47,14 @@ enum TokenizerFixtures {
         }
     }
 
+    /// Tokenizers by path, each loaded once (the tests share them).
+    nonisolated(unsafe) static var loaded: [String: Tokenizer] = [:]
     static func tokenizer(_ path: String) throws -> Tokenizer {
-        try Tokenizer.fromGGUF(GGUFFile(path: path).metadata, file: path)
+        gemmaLock.lock(); defer { gemmaLock.unlock() }
+        if let t = loaded[path] { return t }
+        let t = try Tokenizer.fromGGUF(GGUFFile(path: path).metadata, file: path)
+        loaded[path] = t
+        return t
     }
 
     /// The real Gemma 3 270M tokenizer, loaded once for all tests.
