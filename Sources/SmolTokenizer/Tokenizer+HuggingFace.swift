@@ -320,3 +320,17 @@ extension Tokenizer {
         return try Tokenizer(TokenizerVocabulary(huggingFace: doc, config: cfg, file: tj))
     }
 }
+
+extension TokenizerVocabulary {
+    /// Writes tokenizer.json and tokenizer_config.json into `folder` (each through a temporary
+    /// file renamed when complete).
+    public func writeHuggingFace(to folder: URL) throws {
+        let (doc, cfg) = try huggingFaceJSON()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for (name, value) in [("tokenizer.json", doc), ("tokenizer_config.json", cfg)] {
+            let out = try OutputFile(path: folder.appendingPathComponent(name).path)
+            try out.write(Array(JSONWriter.compact(value).utf8))
+            try out.commit()
+        }
+    }
+}

@@ -275,8 +275,9 @@ public final class Tokenizer: Sendable {
 
     /// Token ids of `text`, as llama.cpp `llama_tokenize` gives them.
     /// - Parameters:
-    ///   - addBOS: nil adds BOS/EOS as the file says (`add_bos_token`, `add_eos_token`); true adds
-    ///     them (EOS only if the file asks for it); false adds neither (llama.cpp `add_special`).
+    ///   - addBOS: nil adds BOS/EOS as the file says (`add_bos_token`, `add_eos_token`; llama.cpp
+    ///     `add_special = true`); true adds BOS even when the file does not ask for it (EOS as the
+    ///     file says); false adds neither (`add_special = false`).
     ///   - parseSpecial: control tokens written in the text (`<start_of_turn>`) become their ids;
     ///     false treats them as plain text. User-defined tokens are always matched.
     public func encode(_ text: String, addBOS: Bool? = nil, parseSpecial: Bool = true) -> [Int32] {
@@ -286,10 +287,11 @@ public final class Tokenizer: Sendable {
     /// `encode` on UTF-8 bytes (invalid sequences are read as U+FFFD per byte, as llama.cpp does).
     public func encode(bytes: [UInt8], addBOS: Bool? = nil, parseSpecial: Bool = true) -> [Int32] {
         let addSpecial = addBOS ?? true
+        let withBOS = addBOS ?? self.addBOS
         var out: [Int32] = []
         out.reserveCapacity(bytes.count / 3 + 4)
         let fragments = partition(bytes, parseSpecial: parseSpecial)
-        if addSpecial && self.addBOS, let b = bosID { out.append(b) }
+        if withBOS, let b = bosID { out.append(b) }
         bytes.withUnsafeBufferPointer { buf in
             var isPrevSpecial = true
             var scratch: [UInt8] = []

@@ -65,6 +65,25 @@ import Testing
         }
     }
 
+    /// writeHuggingFace → fromHuggingFace(folder:) on disk.
+    @Test func folderRoundTrip() throws {
+        guard let path = TokenizerFixtures.vocab("llama-spm") else { return }
+        let gguf = try TokenizerFixtures.tokenizer(path)
+        let dir = Fixtures.temporaryDirectory("smolconv-tokenizer")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try gguf.vocabulary.writeHuggingFace(to: dir)
+        let hf = try Tokenizer.fromHuggingFace(folder: dir)
+        #expect(hf.kind == .sentencePiece && hf.bosID == 1 && hf.eosID == 2 && hf.unknownID == 0)
+        for c in try TokenizerFixtures.cases(path) {
+            #expect(hf.encode(c.text) == gguf.encode(c.text), "\(c.text.debugDescription)")
+        }
+        // Back to GGUF keys: same texts and special ids.
+        let entries = Dictionary(hf.vocabulary.ggufEntries, uniquingKeysWith: { a, _ in a })
+        #expect(entries[TokenizerVocabulary.Key.tokens] == .array(.string(gguf.vocabulary.tokens)))
+        #expect(entries[TokenizerVocabulary.Key.model] == .string("llama"))
+        #expect(entries[TokenizerVocabulary.Key.bos] == .uint32(1))
+    }
+
     @Test func rejectsWhatItCannotRead() throws {
         let wordPiece = try JSONParser.parse(#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#)
         #expect(throws: SmolError.self) { try TokenizerVocabulary(huggingFace: wordPiece) }

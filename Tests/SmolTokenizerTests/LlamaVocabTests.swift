@@ -50,6 +50,7 @@ import Testing
             let t = try TokenizerFixtures.tokenizer(p)
             #expect(!t.addBOS)
             #expect(t.encode("Hello") == t.encode("Hello", addBOS: false))
+            #expect(t.encode("Hello", addBOS: true).first == t.bosID) // forced although the file says no
             // Control tokens written in the text are parsed by default.
             let im = try #require(t.tokenID("<|im_start|>"))
             #expect(t.encode("<|im_start|>user").first == im)
