@@ -3,7 +3,7 @@
 //
 // Layers (a module imports only the layers below it):
 //   C shims → SmolTensor → SmolKernels, SmolFormats → SmolQuant, SmolTokenizer → SmolModels
-//   → SmolEngine → SmolConvert (pipelines) → smolconv (CLI: the only module that parses arguments or prints)
+//   → SmolMoE (expert layouts) → SmolEngine → SmolConvert (pipelines) → smolconv (CLI: the only module that parses arguments or prints)
 import PackageDescription
 
 let package = Package(
@@ -24,10 +24,13 @@ let package = Package(
         .target(name: "SmolQuant", dependencies: ["SmolTensor"]),
         .target(name: "SmolTokenizer", dependencies: ["SmolTensor", "SmolFormats"]),
         .target(name: "SmolModels", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant"]),
+        // MoE expert layouts (per-expert, trainable, GGUF): byte-exact restructuring with accounting.
+        // Above SmolModels because it reads ModelConfig and extends its GGUF name tables.
+        .target(name: "SmolMoE", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolModels"]),
         .target(name: "SmolEngine", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolTokenizer", "SmolModels"]),
-        .target(name: "SmolConvert", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolEngine"]),
+        .target(name: "SmolConvert", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolMoE", "SmolEngine"]),
         .executableTarget(name: "smolconv", dependencies: [
-            "SmolConvert", "SmolEngine", "SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels",
+            "SmolConvert", "SmolEngine", "SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolMoE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "SmolTestSupport", path: "Tests/SmolTestSupport"),
@@ -36,6 +39,7 @@ let package = Package(
         .testTarget(name: "SmolQuantTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolQuant"]),
         .testTarget(name: "SmolTokenizerTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolTokenizer"]),
         .testTarget(name: "SmolModelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels"]),
+        .testTarget(name: "SmolMoETests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolMoE"]),
         .testTarget(name: "SmolConvertTests", dependencies: ["SmolTestSupport", "SmolConvert", "SmolTensor", "SmolFormats", "SmolModels"]),
         .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolKernels"]),
         .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolEngine"]),

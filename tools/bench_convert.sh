@@ -4,7 +4,7 @@
 #   bash tools/bench_convert.sh            # uses the real model's F32 base, made once by convert
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product smolconv >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || swift build -c release --product smolconv >/dev/null
 BIN=.build/release/smolconv
 MODEL=.cache/models/gemma-3-270m-q4_k_m.gguf
 BASE=.cache/models/gemma-3-270m-f32.gguf

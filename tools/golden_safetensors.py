@@ -53,12 +53,14 @@ def dump(path):
             tensors.append([name, info["dtype"], info["shape"], b, e, zlib.crc32(blob)])
     # First/last element bytes of the first, last and two middle tensors (by data offset).
     picks = sorted({0, len(order) // 3, 2 * len(order) // 3, len(order) - 1}) if order else []
+    if "/safetensors/" in path:
+        picks = range(len(order))
     for i in picks:
         name, info = order[i]
         b, e = info["data_offsets"]
         if e == b:
             continue
-        size = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4,
+        size = {"BOOL": 1, "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4,
                 "F16": 2, "BF16": 2, "I16": 2, "U16": 2}.get(info["dtype"], 1)
         samples[name] = {"first": data[b:b + size].hex(), "last": data[e - size:e].hex()}
     out = {"header_size": n, "metadata": meta, "tensor_count": len(tensors), "samples": samples}
@@ -66,6 +68,46 @@ def dump(path):
         # lora_reference files (long PEFT names, ~180 KB of listing) keep only the count and samples.
         out["tensors"] = tensors
     return out
+
+
+def make_all_dtypes(path):
+    """A file with every dtype smolconv reads (incl. BF16 and the F8s, which numpy lacks, through
+    the crate's TensorSpec), a scalar, an empty tensor, and non-ASCII metadata and names."""
+    from safetensors import TensorSpec, serialize_file
+    rng = np.random.default_rng(7)
+    arrays = {
+        "f64": rng.standard_normal((2, 3)).astype("<f8"),
+        "f32": rng.standard_normal((3, 2, 2)).astype("<f4"),
+        "f16": rng.standard_normal((5,)).astype("<f2"),
+        "i64": np.array([-(1 << 62), -1, 0, (1 << 63) - 1], dtype="<i8"),
+        "i32": np.array([[-7, 8], [2**31 - 1, -2**31]], dtype="<i4"),
+        "i16": np.array([-32768, 32767, 5], dtype="<i2"),
+        "i8": np.array([-128, 127, 0], dtype="i1"),
+        "u64": np.array([2**64 - 1, 1], dtype="<u8"),
+        "u32": np.array([2**32 - 1, 3], dtype="<u4"),
+        "u16": np.array([65535, 9], dtype="<u2"),
+        "u8": np.arange(7, dtype="u1"),
+        "bool": np.array([True, False, True]),
+        "scalar.f32": np.array(3.5, dtype="<f4"),
+        "empty.f32": np.zeros((0, 4), dtype="<f4"),
+        "名前.f32": np.array([1.0, -2.0], dtype="<f4"),
+    }
+    raw = {  # dtype name for TensorSpec, shape, bytes
+        "bf16": ("bfloat16", (2, 2), bytes.fromhex("803f0040c0bf7f7f")),
+        "f8_e4m3": ("float8_e4m3fn", (4,), bytes.fromhex("38b87e01")),
+        "f8_e5m2": ("float8_e5m2", (3,), bytes.fromhex("3cbc7b")),
+    }
+    keep = []
+    specs = {}
+    for k, a in arrays.items():
+        assert a.flags["C_CONTIGUOUS"]  # (np.ascontiguousarray would turn the scalar into shape [1])
+        keep.append(a)
+        specs[k] = TensorSpec(dtype=a.dtype.name, shape=a.shape, data_ptr=a.ctypes.data, data_len=a.nbytes)
+    for k, (dt, shape, b) in raw.items():
+        a = np.frombuffer(b, dtype="u1").copy()
+        keep.append(a)
+        specs[k] = TensorSpec(dtype=dt, shape=shape, data_ptr=a.ctypes.data, data_len=a.nbytes)
+    serialize_file(specs, path, metadata={"format": "pt", "note": "all dtypes ✓"})
 
 
 def shard_plans():
@@ -93,7 +135,8 @@ def shard_plans():
 
 def main():
     files = {}
-    for path in sorted(glob.glob(os.path.join(ROOT, "hf", "**", "*.safetensors"), recursive=True)
+    make_all_dtypes(os.path.join(ROOT, "safetensors", "all_dtypes.safetensors"))
+    for path in [os.path.join(ROOT, "safetensors", "all_dtypes.safetensors")] + sorted(glob.glob(os.path.join(ROOT, "hf", "**", "*.safetensors"), recursive=True)
                        + glob.glob(os.path.join(ROOT, "quant", "**", "*.safetensors"), recursive=True)):
         files[os.path.relpath(path, ROOT)] = dump(path)
     out = {"generator": "tools/golden_safetensors.py", "safetensors": safetensors.__version__,

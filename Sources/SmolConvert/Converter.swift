@@ -135,10 +135,16 @@ public enum Converter {
         if transform == nil && from.type == to.type {
             return PlannedTensor(info: to, produce: { try source.tensorBytes(name) }, release: { source.release(name) })
         }
+        guard let transform else {
+            // A type change only: streamed row chunk by row chunk, never the whole tensor in memory.
+            return PlannedTensor(info: to, produce: { TensorValues.streamedConversion(source, from: from, to: to) },
+                                 release: { source.release(name) })
+        }
+        // Transforms (Q/K permutation, norm offsets) need the whole tensor; those tensors are small.
         return PlannedTensor(info: to, produce: {
             var values = try TensorValues.decode(try source.tensorBytes(name), from)
             source.release(name)
-            try transform?(&values)
+            try transform(&values)
             return try TensorValues.encode(values, as: to.type)
         }, release: { source.release(name) })
     }
@@ -160,7 +166,7 @@ public enum Converter {
         }
         try GGUFWriter.write(to: path, metadata: metadata, tensors: tensors, protecting: protecting)
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        return (plan.map(\.info), size ?? 0)
+        return (plan.map(\.info), size)
     }
 
     /// Writes safetensors (one file, or a folder with shards as needed) and the side files
@@ -181,7 +187,7 @@ public enum Converter {
             try SafetensorsWriter.write(tensors, to: path, order: .safetensorsLibrary, protecting: protecting)
             plan.forEach { $0.release() }
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            return (plan.map(\.info), size ?? 0)
+            return (plan.map(\.info), size)
         }
         let fm = FileManager.default
         let tmp = path + ".tmp-\(getpid())"

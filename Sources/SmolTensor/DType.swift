@@ -182,6 +182,12 @@ public enum TensorType: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The element type of a dense tensor; nil for block types.
+    public var denseDType: DType? {
+        if case .dense(let d) = self { return d }
+        return nil
+    }
+
     /// Elements per block and bytes per block (1 and the element size for dense types).
     public var blockLayout: (elements: Int, bytes: Int) {
         switch self {

@@ -69,8 +69,10 @@ public final class OutputFile {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
+    /// Writes a tensor's bytes chunk by chunk (mapped views drop their pages as they go; streamed
+    /// tensors are produced as they are written).
     public func write(_ bytes: TensorBytes) throws {
-        try bytes.withUnsafeBytes { try write($0) }
+        try bytes.forEachChunk { try write($0) }
     }
 
     public func writeZeros(_ n: Int) throws {

@@ -18,6 +18,15 @@ func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
     return crc ^ 0xFFFF_FFFF
 }
 
+/// nil when equal, else where they differ. Tests compare bytes through this rather than `#expect(a == b)`
+/// on arrays: on failure Swift Testing diffs the two collections, which takes minutes for a 500 KB file.
+func byteDifference<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> String? {
+    if a.elementsEqual(b) { return nil }
+    if a.count != b.count { return "sizes differ: \(a.count) vs \(b.count) bytes" }
+    let i = zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }!.offset
+    return "first difference at byte \(i)"
+}
+
 func hex(_ bytes: UnsafeRawBufferPointer) -> String {
     bytes.map { String(format: "%02x", $0) }.joined()
 }
@@ -90,7 +99,7 @@ enum Golden {
             #expect(URL(fileURLWithPath: try ck.shard(of: info.name).path).lastPathComponent == e.file)
             #expect(info.type.name == e.dtype && info.shape == e.shape, "\(info.name)")
             let direct = try SafetensorsFile(path: Fixtures.hf(arch).appendingPathComponent(e.file).path)
-            #expect(try ck.tensorBytes(info.name).array == direct.tensorBytes(info.name).array)
+            #expect(byteDifference(try ck.tensorBytes(info.name).array, try direct.tensorBytes(info.name).array) == nil)
         }
         // The index path itself opens the same checkpoint.
         let viaIndex = try SafetensorsCheckpoint(path: Fixtures.hf(arch).appendingPathComponent("model.safetensors.index.json").path)

@@ -23,7 +23,7 @@ import Darwin
 
 /// A safetensors checkpoint: a single `.safetensors` file, a folder holding `model.safetensors`,
 /// or a folder (or index path) with `model.safetensors.index.json` and its shards.
-public final class SafetensorsCheckpoint: TensorSource, @unchecked Sendable {
+public final class SafetensorsCheckpoint: TensorSource {
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
 
@@ -124,15 +124,23 @@ public final class SafetensorsCheckpoint: TensorSource, @unchecked Sendable {
             files.append(try SafetensorsFile(path: p))
         }
 
+        // A name in two shards is reported as such before the weight_map comparison (which would
+        // otherwise call it "in the wrong shard").
+        var firstShard: [String: Int] = [:]
+        for (i, f) in files.enumerated() {
+            for info in f.tensorInfos {
+                if let other = firstShard[info.name] {
+                    throw SmolError.malformed(f.path, at: "tensor '\(info.name)'",
+                                              "tensor is in two shards: \(shardNames[other]) and \(shardNames[i])")
+                }
+                firstShard[info.name] = i
+            }
+        }
         var loc: [String: Int] = [:]
         var infos: [TensorInfo] = []
         for (i, f) in files.enumerated() {
             let shardName = shardNames[i]
             for info in f.tensorInfos {
-                if let other = loc[info.name] {
-                    throw SmolError.malformed(f.path, at: "tensor '\(info.name)'",
-                                              "tensor is in two shards: \(shardNames[other]) and \(shardName)")
-                }
                 guard let listed = shardOf[info.name] else {
                     throw SmolError.malformed(f.path, at: "tensor '\(info.name)'",
                                               "tensor is in shard \(shardName) but not listed in the index's weight_map")

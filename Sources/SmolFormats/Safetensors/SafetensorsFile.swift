@@ -32,7 +32,7 @@
 import SmolTensor
 
 /// A memory-mapped `.safetensors` file. Tensor bytes are views into the map: nothing is copied.
-public final class SafetensorsFile: TensorSource, @unchecked Sendable {
+public final class SafetensorsFile: TensorSource {
     /// The crate's `MAX_HEADER_SIZE`.
     public static let maxHeaderSize = 100_000_000
 
@@ -49,7 +49,7 @@ public final class SafetensorsFile: TensorSource, @unchecked Sendable {
     /// In data-offset order.
     public let tensorInfos: [TensorInfo]
 
-    private struct Entry {
+    private struct Entry: Sendable {
         var info: TensorInfo
         var begin: Int   // relative to the data section
         var end: Int

@@ -36,6 +36,10 @@ public struct GGUFArchitectureMapping: Sendable {
     let permutesQK: Bool
     /// Norm weights stored as 1 + w.
     let normPlusOne: Bool
+    /// Per-block names matched whole (suffix included), for tensors whose HF name has no
+    /// ".weight"/".bias" suffix (gemma4 `router.scale` → `ffn_gate_inp.scale`, gpt_oss
+    /// `self_attn.sinks` → `attn_sinks.weight`). Checked before `blockNames`.
+    var exactBlockNames: [(hf: String, gguf: String)] = []
 
     // MARK: Names
 
@@ -43,6 +47,10 @@ public struct GGUFArchitectureMapping: Sendable {
     /// part of this architecture).
     public func ggufName(hf name: String) -> String? {
         if dropped.contains(name) { return nil }
+        if !exactBlockNames.isEmpty, let (block, rest) = GGUFArchitectureMapping.splitBlock(name, prefix: "model.layers."),
+           let e = exactBlockNames.first(where: { $0.hf == rest }) {
+            return "blk.\(block).\(e.gguf)"
+        }
         guard let (base, suffix) = GGUFArchitectureMapping.splitSuffix(name) else { return nil }
         if let g = globalNames.first(where: { $0.hf == base }) { return g.gguf + suffix }
         guard let (block, rest) = GGUFArchitectureMapping.splitBlock(base, prefix: "model.layers.") else { return nil }
@@ -56,6 +64,10 @@ public struct GGUFArchitectureMapping: Sendable {
     /// The HF name of a GGUF tensor; nil for names that do not come from an HF tensor here
     /// (e.g. `rope_freqs.weight`, which the converter generates for llama3-type RoPE).
     public func hfName(gguf name: String) -> String? {
+        if !exactBlockNames.isEmpty, let (block, rest) = GGUFArchitectureMapping.splitBlock(name, prefix: "blk."),
+           let e = exactBlockNames.first(where: { $0.gguf == rest }) {
+            return "model.layers.\(block).\(e.hf)"
+        }
         guard let (base, suffix) = GGUFArchitectureMapping.splitSuffix(name) else { return nil }
         if let g = globalNames.first(where: { $0.gguf == base }) {
             let hf = g.hf + suffix
