@@ -53,7 +53,19 @@ extension TokenizerVocabulary {
             maxID = max(maxID, id)
         }
         guard maxID >= 0 else { throw bad("model.vocab", "empty") }
-        if let size = config?.objectValue?["vocab_size"]?.intValue, size > maxID + 1, size < Int(Int32.max) { maxID = size - 1 }
+        // Ids are dense in real files; gaps (and a larger vocab_size, padded with "[PAD<id>]" as
+        // convert_hf_to_gguf.py pads to the embedding size) are allowed up to a bound, so a lying
+        // id cannot make us allocate billions of filler tokens.
+        let maxPadding = 1 << 20
+        guard maxID + 1 <= byID.count + maxPadding else {
+            throw bad("model.vocab", "ids reach \(maxID) but only \(byID.count) tokens are defined")
+        }
+        if let size = config?.objectValue?["vocab_size"]?.intValue, size > maxID + 1 {
+            guard size <= byID.count + maxPadding else {
+                throw bad("vocab_size", "\(size) is far beyond the \(byID.count) defined tokens")
+            }
+            maxID = size - 1
+        }
         var tokens: [String] = []
         var types: [Int32] = []
         tokens.reserveCapacity(maxID + 1)
@@ -126,11 +138,13 @@ extension TokenizerVocabulary {
             self.init(model: "gpt2", pre: pre, tokens: tokens, merges: merges)
         }
         tokenTypes = types
-        if let unk = model["unk_token"]?.stringValue, let id = tokens.firstIndex(of: unk) {
-            unknownID = Int32(id)
-            tokenTypes?[id] = TokenType.unknown.rawValue
+        // Byte-exact lookups (Swift String equality is canonical equivalence).
+        let lookup = TokenTable(tokens.map { Array($0.utf8) })
+        func idOf(_ name: String?) -> Int32? { name.flatMap { lookup.id(Array($0.utf8)) } }
+        if let id = idOf(model["unk_token"]?.stringValue) {
+            unknownID = id
+            tokenTypes?[Int(id)] = TokenType.unknown.rawValue
         }
-        if !(merges.isEmpty) && self.model == "gpt2" { self.merges = merges }
 
         // Special ids and flags from tokenizer_config.json.
         let cfg = config?.objectValue
@@ -138,8 +152,6 @@ extension TokenizerVocabulary {
             if let s = cfg?[key]?.stringValue { return s }
             return cfg?[key]?.objectValue?["content"]?.stringValue // AddedToken dict
         }
-        let lookup = Dictionary(tokens.enumerated().map { (Array($0.element.utf8), Int32($0.offset)) }, uniquingKeysWith: { _, b in b })
-        func idOf(_ name: String?) -> Int32? { name.flatMap { lookup[Array($0.utf8)] } }
         bosID = idOf(tokenName("bos_token"))
         eosID = idOf(tokenName("eos_token"))
         paddingID = idOf(tokenName("pad_token"))

@@ -94,6 +94,8 @@ import Testing
                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}}
             """#)
         #expect(throws: SmolError.self) { try TokenizerVocabulary(huggingFace: oddSplit) }
+        let sparse = try JSONParser.parse(#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 2000000000}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#)
+        #expect(throws: SmolError.self) { try TokenizerVocabulary(huggingFace: sparse) }
         let badMerge = try JSONParser.parse(#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]}, "pre_tokenizer": {"type": "ByteLevel"}}"#)
         #expect(throws: SmolError.self) { try TokenizerVocabulary(huggingFace: badMerge) }
     }
