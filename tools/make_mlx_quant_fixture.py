@@ -58,3 +58,17 @@ for bits, gs, name in [(4, 64, "llama-mlx4"), (8, 32, "llama-mlx8-g32")]:
     utils.save_config(config, dst / "config.json")
     shutil.copy(src / "generation_config.json", dst)
     print("wrote", dst)
+
+# The quantized model's logits as mlx-lm computes them (mlx CPU, quantized matmuls), for the
+# fixture's input_ids: what an engine reading the folder should reproduce.
+from safetensors.numpy import load_file, save_file
+import numpy as np
+
+ids = load_file(str(src / "reference.safetensors"))["input_ids"]
+for name in ["llama-mlx4", "llama-mlx8-g32"]:
+    dst = root / "Tests/Fixtures/quant" / name
+    model, _ = utils.load_model(dst)
+    logits = model(mx.array(ids.astype(np.int32)))
+    mx.eval(logits)
+    save_file({"input_ids": ids, "logits": np.array(logits.astype(mx.float32))}, str(dst / "reference.safetensors"))
+    print("wrote", dst / "reference.safetensors")

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import SmolConvert
+import SmolEngine
+import SmolFormats
+import SmolModels
+import SmolQuant
+import SmolTensor
+import SmolTestSupport
+
+/// The engine's logits on a quantized checkpoint vs the library's own (bitsandbytes: dequantize,
+/// then torch F32 matmuls; mlx-lm: mlx's quantized matmuls on the CPU). The weights are the same
+/// bits on both sides, so what is left is Float32 summation order and RoPE/attention kernels, as
+/// in the F32 comparisons (logitTolerance, 1e-4 of the largest logit): a wrong absmax block,
+/// nibble order or group offset moves logits by O(1e-2) or more.
+let quantizedLogitTolerance: Float = 1e-4
+
+/// MLX 4-bit (groups of 64) vs the F32 model: the quantization error itself. Each weight moves by
+/// up to half a step (range/30 per group), which over two layers of this random fixture shifts
+/// logits by a few percent of their largest magnitude; 0.1 bounds that with margin while a
+/// misread layout (wrong bits, groups or transposition) gives errors of order 1.
+let mlx4VersusF32Budget: Float = 0.1
+
+func quantFixture(_ name: String) -> URL {
+    Fixtures.hf("llama").deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("quant").appendingPathComponent(name)
+}
+
+/// Tensor by tensor: same names, types, shapes and bytes.
+func expectSameTensors(_ ours: String, _ theirs: String, _ label: String) throws {
+    let a = try SafetensorsFile(path: ours), b = try SafetensorsFile(path: theirs)
+    #expect(Set(a.tensorInfos.map(\.name)) == Set(b.tensorInfos.map(\.name)), "\(label): tensor names")
+    for t in b.tensorInfos {
+        guard let mine = a.info(t.name) else { continue }
+        #expect(mine.type == t.type && mine.shape == t.shape, "\(label) \(t.name): \(mine.type.name) \(mine.shape) vs \(t.type.name) \(t.shape)")
+        #expect(try a.tensorBytes(t.name).array == (try b.tensorBytes(t.name).array), "\(label) \(t.name): bytes differ")
+    }
+}
+
+func jsonFile(_ path: String) throws -> JSONValue {
+    try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path))), file: path)
+}
+
+func referenceLogits(_ folder: URL) throws -> (ids: [Int], logits: [Float]) {
+    let f = try SafetensorsFile(path: folder.appendingPathComponent("reference.safetensors").path)
+    let ids = try f.tensorBytes("input_ids").withUnsafeBytes { raw in
+        (0..<(raw.count / 8)).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+    }
+    return (ids, try loadFloat(f, "logits"))
+}
+
+@Suite struct HFQuantizeTests {
+    /// `quantize --format nf4` of the llama fixture = transformers + bitsandbytes' save_pretrained:
+    /// every tensor's bytes (and in fact the whole model.safetensors), and config.json's content.
+    /// transformers stamps its own `transformers_version` into config.json; smolconv keeps the
+    /// input's, so that one key is left out of the comparison.
+    @Test(arguments: [false, true])
+    func nf4EqualsBitsandbytes(double: Bool) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("nf4").path
+        var options = QuantizeOptions()
+        options.format = .nf4
+        options.doubleQuant = double
+        _ = try Quantizer.quantize(input: Fixtures.hf("llama").path, output: out, options: options)
+        let ref = quantFixture(double ? "llama-nf4-double" : "llama-nf4")
+        let label = double ? "nf4-double" : "nf4"
+        try expectSameTensors(out + "/model.safetensors", ref.appendingPathComponent("model.safetensors").path, label)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")) ==
+                (try Data(contentsOf: ref.appendingPathComponent("model.safetensors"))), "\(label): file bytes")
+        let ours = try jsonFile(out + "/config.json").removing("transformers_version")
+        let theirs = try jsonFile(ref.appendingPathComponent("config.json").path).removing("transformers_version")
+        #expect(ours == theirs, "\(label): config.json")
+    }
+
+    /// The engine reads transformers' NF4 checkpoints (dequantizing as bitsandbytes' CPU backend
+    /// does) and reproduces bitsandbytes' logits.
+    @Test(arguments: ["llama-nf4", "llama-nf4-double"])
+    func engineReadsNF4(fixture: String) throws {
+        let folder = quantFixture(fixture)
+        let (ids, expected) = try referenceLogits(folder)
+        let logits = try Engine.load(folder.path, options: .transformersSDPA).forward(ids).logits
+        let err = maxRelativeError(logits, expected)
+        #expect(err < quantizedLogitTolerance, "\(fixture): logits vs bitsandbytes \(err)")
+    }
+
+    /// `quantize --format mlx` of the llama fixture = mlx-lm's `convert -q` (quantize_model +
+    /// save_model + save_config, Tests/Fixtures/quant/llama-mlx*, tools/make_mlx_quant_fixture.py):
+    /// every tensor's bytes, config.json and the index byte for byte. mlx writes tensors in hash
+    /// order, so the file itself is compared tensor by tensor.
+    @Test(arguments: [(4, 64, "llama-mlx4"), (8, 32, "llama-mlx8-g32")])
+    func mlxEqualsMLXLM(bits: Int, groupSize: Int, fixture: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("mlx").path
+        var options = QuantizeOptions()
+        options.format = .mlx
+        options.bits = bits
+        options.groupSize = groupSize
+        _ = try Quantizer.quantize(input: Fixtures.hf("llama").path, output: out, options: options)
+        let ref = quantFixture(fixture)
+        try expectSameTensors(out + "/model.safetensors", ref.appendingPathComponent("model.safetensors").path, fixture)
+        for f in ["config.json", "model.safetensors.index.json"] {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/" + f)) == (try Data(contentsOf: ref.appendingPathComponent(f))), "\(fixture): \(f)")
+        }
+        // And the parts are what MLXAffine.quantize (proven equal to mx.quantize) gives.
+        let source = try SafetensorsFile(path: Fixtures.hf("llama").appendingPathComponent("model.safetensors").path)
+        let mine = try SafetensorsFile(path: out + "/model.safetensors")
+        let name = "model.layers.1.mlp.down_proj"
+        let w = try loadFloat(source, name + ".weight")
+        let q = try MLXAffine.quantize(w, rows: 64, cols: 128, bits: bits, groupSize: groupSize)
+        let words = try mine.tensorBytes(name + ".weight").withUnsafeBytes { r in
+            (0..<(r.count / 4)).map { r.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self) }
+        }
+        #expect(words == q.weight)
+        #expect(try loadFloat(mine, name + ".scales") == q.scales)
+        #expect(try loadFloat(mine, name + ".biases") == q.biases)
+    }
+
+    /// Read-back: the engine dequantizes the MLX folder smolconv wrote and reproduces mlx-lm's own
+    /// logits for it; against the F32 model the difference is the quantization error, within
+    /// its budget.
+    @Test(arguments: [(4, 64, "llama-mlx4"), (8, 32, "llama-mlx8-g32")])
+    func engineReadsMLX(bits: Int, groupSize: Int, fixture: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("mlx").path
+        var options = QuantizeOptions()
+        options.format = .mlx
+        options.bits = bits
+        options.groupSize = groupSize
+        _ = try Quantizer.quantize(input: Fixtures.hf("llama").path, output: out, options: options)
+        let (ids, mlxLogits) = try referenceLogits(quantFixture(fixture))
+        let logits = try Engine.load(out, options: .transformersSDPA).forward(ids).logits
+        let err = maxRelativeError(logits, mlxLogits)
+        #expect(err < quantizedLogitTolerance, "\(fixture): logits vs mlx-lm \(err)")
+        let f32 = try FixtureReference("llama").floats("logits")
+        let quantErr = maxRelativeError(logits, f32)
+        if bits == 4 { #expect(quantErr < mlx4VersusF32Budget, "MLX 4-bit vs F32 logits: \(quantErr)") }
+        #expect(quantErr > 0, "the quantized model should differ from the F32 one")
+    }
+}
