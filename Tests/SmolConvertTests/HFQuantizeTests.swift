@@ -8,18 +8,26 @@ import SmolQuant
 import SmolTensor
 import SmolTestSupport
 
-/// The engine's logits on a quantized checkpoint vs the library's own (bitsandbytes: dequantize,
-/// then torch F32 matmuls; mlx-lm: mlx's quantized matmuls on the CPU). The weights are the same
-/// bits on both sides, so what is left is Float32 summation order and RoPE/attention kernels, as
-/// in the F32 comparisons (logitTolerance, 1e-4 of the largest logit): a wrong absmax block,
-/// nibble order or group offset moves logits by O(1e-2) or more.
-let quantizedLogitTolerance: Float = 1e-4
+/// The engine's logits on an MLX checkpoint vs mlx-lm's own (mlx's quantized matmuls on the CPU).
+/// The weights are the same bits on both sides, so what is left is Float32 summation order and
+/// RoPE/attention kernels, as in the F32 comparisons (logitTolerance, 1e-4 of the largest logit):
+/// a wrong group offset, bit order or bias moves logits by O(1e-2) or more.
+let mlxLogitTolerance: Float = 1e-4
 
-/// MLX 4-bit (groups of 64) vs the F32 model: the quantization error itself. Each weight moves by
-/// up to half a step (range/30 per group), which over two layers of this random fixture shifts
-/// logits by a few percent of their largest magnitude; 0.1 bounds that with margin while a
-/// misread layout (wrong bits, groups or transposition) gives errors of order 1.
-let mlx4VersusF32Budget: Float = 0.1
+/// The engine's logits on transformers' NF4 checkpoints vs bitsandbytes' (reference.safetensors).
+/// Measured: 1.01e-2 (single) and 0.94e-2 (double quant) of the largest logit, already at
+/// position 0, while a NumPy forward pass over the same dequantized weights agrees with the
+/// engine to 1e-6: the residual is in how bitsandbytes computed its reference on its machine
+/// (not reproducible here without torch; BF16 roundings of weights and/or activations were
+/// tried in NumPy and do not explain it). 2e-2 keeps that margin while separating a correct read
+/// from a wrong one: the F32 model is 0.29 away, a wrong nibble order or absmax block O(1).
+let nf4LogitTolerance: Float = 2e-2
+
+/// Quantized vs F32 logits: the quantization error itself, which on this tiny random-weight
+/// fixture is large. mlx-lm's own logits are 0.353 (4-bit, groups of 64) and 0.0196 (8-bit,
+/// groups of 32) of the largest F32 logit away from the F32 model; the budgets leave 15–50 %
+/// margin over those (the engine matches mlx-lm to 1e-4, so it lands on the same distance).
+let mlxVersusF32Budget: [Int: Float] = [4: 0.4, 8: 0.03]
 
 func quantFixture(_ name: String) -> URL {
     Fixtures.hf("llama").deletingLastPathComponent().deletingLastPathComponent()
@@ -81,7 +89,9 @@ func referenceLogits(_ folder: URL) throws -> (ids: [Int], logits: [Float]) {
         let (ids, expected) = try referenceLogits(folder)
         let logits = try Engine.load(folder.path, options: .transformersSDPA).forward(ids).logits
         let err = maxRelativeError(logits, expected)
-        #expect(err < quantizedLogitTolerance, "\(fixture): logits vs bitsandbytes \(err)")
+        #expect(err < nf4LogitTolerance, "\(fixture): logits vs bitsandbytes \(err)")
+        // And far nearer to bitsandbytes' logits than the F32 model is.
+        #expect(err * 10 < maxRelativeError(try FixtureReference("llama").floats("logits"), expected))
     }
 
     /// `quantize --format mlx` of the llama fixture = mlx-lm's `convert -q` (quantize_model +
@@ -133,10 +143,10 @@ func referenceLogits(_ folder: URL) throws -> (ids: [Int], logits: [Float]) {
         let (ids, mlxLogits) = try referenceLogits(quantFixture(fixture))
         let logits = try Engine.load(out, options: .transformersSDPA).forward(ids).logits
         let err = maxRelativeError(logits, mlxLogits)
-        #expect(err < quantizedLogitTolerance, "\(fixture): logits vs mlx-lm \(err)")
+        #expect(err < mlxLogitTolerance, "\(fixture): logits vs mlx-lm \(err)")
         let f32 = try FixtureReference("llama").floats("logits")
         let quantErr = maxRelativeError(logits, f32)
-        if bits == 4 { #expect(quantErr < mlx4VersusF32Budget, "MLX 4-bit vs F32 logits: \(quantErr)") }
+        #expect(quantErr < mlxVersusF32Budget[bits]!, "MLX \(bits)-bit vs F32 logits: \(quantErr)")
         #expect(quantErr > 0, "the quantized model should differ from the F32 one")
     }
 }
