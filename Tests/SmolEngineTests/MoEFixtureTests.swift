@@ -25,6 +25,14 @@ let moeCases: [String] = Fixtures.moeArchitectures.flatMap { a in FixtureLayout.
 /// Loads fixture `arch` from `layout` through `ModelLoader`. The GGUF file is removed before return
 /// (the loaded model holds no reference to it: F32 experts are copied into Float32 stacks).
 func moeModel(_ arch: String, _ layout: FixtureLayout) throws -> DenseDecoderModel {
+    var model = try loadMoEModel(arch, layout)
+    // The bf16 fixture's reference ran the bf16-loaded model cast to float32, RoPE tables included.
+    let config = try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.hf(arch).appendingPathComponent("config.json"))) as? [String: Any]
+    if config?["dtype"] as? String == "bfloat16" { model = model.withRoPETablesRounded(to: .bf16) }
+    return model
+}
+
+func loadMoEModel(_ arch: String, _ layout: FixtureLayout) throws -> DenseDecoderModel {
     let dir = Fixtures.hf(arch)
     let config = try ModelConfig.load(folder: dir)
     switch layout {

@@ -221,3 +221,26 @@ extension DecoderWeightLoader {
         return DenseExpertStore(experts: E, hidden: D, intermediate: I, gate: gate, up: up, down: dnF)
     }
 }
+
+extension DenseDecoderModel {
+    /// The model as transformers runs it after loading or casting it to `dtype` (bf16/f16): the
+    /// rotary `inv_freq` is a floating buffer, so it is rounded to that dtype with the weights and
+    /// stays rounded when the model is cast back to float32. Needed to reproduce references made
+    /// from a bf16-loaded model (the qwen3_moe_bf16_sharded fixture: logits 2e-3 off without it,
+    /// 1e-6 with it).
+    public func withRoPETablesRounded(to dtype: DType) -> DenseDecoderModel {
+        let round: (Float) -> Float
+        switch dtype {
+        case .bf16: round = { FloatBits.bf16ToF32(FloatBits.f32ToBF16($0)) }
+        case .f16: round = { FloatBits.f16ToF32(FloatBits.f32ToF16($0)) }
+        default: return self
+        }
+        var m = self
+        for i in m.spec.layers.indices {
+            guard var rope = m.spec.layers[i].rope else { continue }
+            rope.invFreq = rope.invFreq.map(round)
+            m.spec.layers[i].rope = rope
+        }
+        return m
+    }
+}
