@@ -18,9 +18,10 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "SmolTensor"),
         .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS"]),
-        .target(name: "SmolFormats", dependencies: ["SmolTensor"]),
+        .target(name: "SmolFormats", dependencies: ["SmolTensor", "CZstd"]),
         .target(name: "SmolQuant", dependencies: ["SmolTensor"]),
         .target(name: "SmolTokenizer", dependencies: ["SmolTensor", "SmolFormats"]),
         .target(name: "SmolModels", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant"]),

@@ -15,9 +15,10 @@ Files:
   order, little-endian float32 bytes), and of all 65 536 bfloat16s the same way (gguf-py BF16).
 - quantize.safetensors: for each type gguf-py can quantize, `T.input` (F32 [rows, cols]) and
   `T.bytes` (U8, gguf.quants.quantize of it).
-- model_sha256.json (with --model): {tensor name: {type, shape (row-major), offset, nbytes, sha256}}:
+- model_sha256.json (with --model): {tensor name: {type, shape (row-major), offset, nbytes, sha256, checksum}}:
   offset/nbytes locate the tensor's data in the file (so the Swift test needs no GGUF parser) and
-  sha256 is over the little-endian float32 bytes of gguf.quants.dequantize of that tensor.
+  sha256 is over the little-endian float32 bytes of gguf.quants.dequantize of that tensor;
+  checksum is `weighted_checksum` of the same values (hex), what the debug-built test checks.
 """
 import argparse
 import hashlib
@@ -106,6 +107,15 @@ def quant_golden(rng):
     save_file(tensors, os.path.join(OUT, "quantize.safetensors"))
 
 
+def weighted_checksum(values):
+    """sum over i of bits(values[i]) * (2i + 1) mod 2**64: any single changed float changes it (odd
+    multipliers are invertible mod 2**64), and it is cheap enough for a debug-built Swift test to
+    compute over the whole model, where sha256 is not."""
+    bits = np.ascontiguousarray(values, dtype="<f4").reshape(-1).view(np.uint32).astype(np.uint64)
+    mult = np.arange(bits.size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return int(np.sum(bits * mult, dtype=np.uint64))
+
+
 def model_golden(path):
     r = GGUFReader(path)
     out = {}
@@ -114,7 +124,7 @@ def model_golden(path):
         b = np.ascontiguousarray(deq, dtype="<f4").tobytes()
         out[t.name] = {"type": t.tensor_type.name, "shape": [int(s) for s in reversed(t.shape)],
                        "offset": int(t.data_offset), "nbytes": int(t.n_bytes),
-                       "sha256": hashlib.sha256(b).hexdigest()}
+                       "sha256": hashlib.sha256(b).hexdigest(), "checksum": f"{weighted_checksum(deq):016x}"}
     with open(os.path.join(OUT, "model_sha256.json"), "w") as f:
         f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(out.items())) + "\n}\n")
 

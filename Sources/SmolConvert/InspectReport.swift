@@ -25,12 +25,17 @@ public struct InspectReport: Sendable {
         case .gguf:
             let g = ckpt.gguf!
             formatDetail = "GGUF v\(g.version), alignment \(g.alignment)"
-            fileBytes = g.fileSize
+            fileBytes = ckpt.packed?.file.size ?? g.fileSize
             for (k, v) in g.metadata { metadata.append((k, InspectReport.json(v))) }
         case .huggingFace, .safetensors:
+            // (for a packed checkpoint: safetensors `__metadata__` is not listed)
             let files = InspectReport.safetensorsFiles(ckpt.source)
             formatDetail = files.count > 1 ? "safetensors, \(files.count) shards" : "safetensors"
-            fileBytes = files.reduce(0) { $0 + $1.file.size }
+            fileBytes = ckpt.packed?.file.size ?? files.reduce(0) { $0 + $1.file.size }
+            if let p = ckpt.packed {
+                let shards = p.index.members.filter(\.isModel).count
+                formatDetail = shards > 1 ? "safetensors, \(shards) shards" : "safetensors"
+            }
             if let cfg = ckpt.config?.objectValue {
                 for m in cfg.members { metadata.append(("config.\(m.key)", m.value)) }
             }
@@ -40,6 +45,11 @@ public struct InspectReport: Sendable {
                 }
             }
         }
+        if let p = ckpt.packed { formatDetail = InspectReport.packedDetail(p) + formatDetail }
+    }
+
+    static func packedDetail(_ p: PackedCheckpoint) -> String {
+        "smolpack v\(PackIndex.version) (zstd, \(Int((100 * Double(p.file.size) / Double(max(1, p.originalSize))).rounded())) % of \(p.originalSize) bytes) of "
     }
 
     static func safetensorsFiles(_ source: TensorSource) -> [SafetensorsFile] {

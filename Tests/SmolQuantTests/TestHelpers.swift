@@ -128,3 +128,20 @@ enum SHA256 {
 extension UInt32 {
     func rotr(_ n: UInt32) -> UInt32 { (self >> n) | (self << (32 - n)) }
 }
+
+/// A `TensorSource` over a safetensors file read with `TinySafetensors` (dense dtypes only).
+final class TinySafetensorsSource: TensorSource, @unchecked Sendable {
+    let path: String
+    let file: TinySafetensors
+    let tensorInfos: [TensorInfo]
+
+    init(_ url: URL) throws {
+        path = url.path
+        file = try TinySafetensors(url)
+        tensorInfos = file.entries.sorted { $0.value.start < $1.value.start }.map { k, v in
+            TensorInfo(name: k, type: .dense(DType(rawValue: v.dtype)!), shape: v.shape)
+        }
+    }
+
+    func tensorBytes(_ name: String) throws -> TensorBytes { TensorBytes(file.bytes(name)) }
+}

@@ -58,7 +58,14 @@ public final class GGUFFile: TensorSource, @unchecked Sendable {
     /// Row-major shapes, in file order (the TensorSource view of `tensors`).
     public let tensorInfos: [TensorInfo]
     private let index: [String: Int]
-    private let file: MappedFile
+    private let storage: Storage
+
+    /// Where the tensor bytes are: the mapped file itself, or another source with the same tensors
+    /// (a packed checkpoint, which decompresses them on demand).
+    private enum Storage {
+        case mapped(MappedFile)
+        case source(TensorSource)
+    }
 
     public static let defaultAlignment = 32
     /// ggml's GGML_MAX_DIMS.
@@ -67,11 +74,23 @@ public final class GGUFFile: TensorSource, @unchecked Sendable {
     /// hostile file from recursing the parser off the stack).
     public static let maxArrayNesting = 8
 
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
         let file = try MappedFile(path: path)
-        self.file = file
+        try self.init(path: path, header: file.all, fileSize: file.size, storage: .mapped(file))
+    }
+
+    /// A GGUF file whose header (everything before the tensor data) is `header` and whose tensor bytes
+    /// come from `tensors` (a packed checkpoint holding the same file): the header is validated as
+    /// for a mapped file, with tensor extents checked against the original `fileSize`.
+    convenience init(path: String, header: UnsafeRawBufferPointer, fileSize: Int, tensors: TensorSource) throws {
+        try self.init(path: path, header: header, fileSize: fileSize, storage: .source(tensors))
+    }
+
+    private init(path: String, header: UnsafeRawBufferPointer, fileSize: Int, storage: Storage) throws {
+        self.storage = storage
         self.path = path
-        var p = Parser(file: file)
+        self.fileSize = fileSize
+        var p = Parser(buffer: header, path: path, size: fileSize)
         version = try p.header()
         let tensorCount = try p.count("tensor count", minimumEach: 32)  // name len 8 + n_dims 4 + ne 8 + type 4 + offset 8
         let kvCount = try p.count("metadata key-value count", minimumEach: 13)  // key len 8 + type 4 + 1 byte
@@ -118,9 +137,9 @@ public final class GGUFFile: TensorSource, @unchecked Sendable {
                 throw p.error("tensor '\(t.name)'", "data offset \(t.relativeOffset) is not a multiple of the alignment \(alignment)")
             }
             guard let start = Checked.add(dataOffset, t.relativeOffset),
-                  let end = Checked.add(start, t.byteCount), end <= file.size else {
+                  let end = Checked.add(start, t.byteCount), end <= fileSize else {
                 throw p.error("tensor '\(t.name)'",
-                              "data (\(t.byteCount) bytes at data offset \(t.relativeOffset), file offset \(dataOffset) + \(t.relativeOffset)) extends beyond the end of the file (\(file.size) bytes; truncated?)")
+                              "data (\(t.byteCount) bytes at data offset \(t.relativeOffset), file offset \(dataOffset) + \(t.relativeOffset)) extends beyond the end of the file (\(fileSize) bytes; truncated?)")
             }
         }
         let byOffset = tensors.sorted { $0.relativeOffset < $1.relativeOffset }
@@ -145,35 +164,46 @@ public final class GGUFFile: TensorSource, @unchecked Sendable {
         guard let t = tensor(name) else {
             throw SmolError(.invalidArgument, file: path, at: "tensor '\(name)'", "no such tensor in the file")
         }
-        return TensorBytes(view: try file.bytes(at: dataOffset + t.relativeOffset, count: t.byteCount), owner: file)
+        switch storage {
+        case .mapped(let file):
+            return TensorBytes(view: try file.bytes(at: dataOffset + t.relativeOffset, count: t.byteCount), owner: file)
+        case .source(let source):
+            return try source.tensorBytes(name)
+        }
     }
 
     public func release(_ name: String) {
         guard let t = tensor(name) else { return }
-        file.release(offset: dataOffset + t.relativeOffset, count: t.byteCount)
+        switch storage {
+        case .mapped(let file): file.release(offset: dataOffset + t.relativeOffset, count: t.byteCount)
+        case .source(let source): source.release(name)
+        }
     }
 
-    /// File size in bytes.
-    public var fileSize: Int { file.size }
+    /// File size in bytes (of the original file, for one read from a packed checkpoint).
+    public let fileSize: Int
 }
 
 /// The header parser: a bounds-checked cursor plus GGUF's rules. Every count read from the file is
 /// checked against the bytes that remain before anything is allocated for it.
 private struct Parser {
-    let file: MappedFile
+    let path: String
+    /// The whole file's size (the buffer may hold only its header).
+    let size: Int
     var r: ByteReader
 
-    init(file: MappedFile) {
-        self.file = file
-        r = ByteReader(file.all, file: file.path)
+    init(buffer: UnsafeRawBufferPointer, path: String, size: Int) {
+        self.path = path
+        self.size = size
+        r = ByteReader(buffer, file: path)
     }
 
     func error(_ location: String, _ message: String) -> SmolError {
-        .malformed(file.path, at: location, message)
+        .malformed(path, at: location, message)
     }
 
     mutating func header() throws -> UInt32 {
-        guard file.size >= 4 else { throw error("offset 0", "file of \(file.size) bytes is too short for a GGUF header") }
+        guard r.buffer.count >= 4 else { throw error("offset 0", "file of \(size) bytes is too short for a GGUF header") }
         let magic = try r.readBytes(4, "magic")
         guard Array(magic) == Array("GGUF".utf8) else {
             let hex = magic.map { String($0, radix: 16) }.joined(separator: " ")

@@ -1,0 +1,266 @@
+import Foundation
+import Testing
+@testable import SmolFormats
+import SmolTensor
+import SmolTestSupport
+
+/// smolpack: checksums, byte layouts, byte-identical round trips, on-demand tensor reads,
+/// corruption and truncation.
+@Suite struct PackTests {
+    // MARK: - XXH64
+
+    /// The spec's vectors (xxhash_spec.md / XXH64 reference implementation) and the zstd CLI's frame
+    /// checksums (low 32 bits of XXH64) from tools/golden_pack.py.
+    @Test func xxh64MatchesTheSpecAndZstd() throws {
+        #expect(XXHash64.hash([UInt8]()) == 0xEF46_DB37_51D8_E999)
+        let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("pack/xxh64_zstd.json"))
+        let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let cases = try #require(root["cases"] as? [[String: Any]])
+        #expect(cases.count > 10)
+        for c in cases {
+            let n = try #require((c["length"] as? NSNumber)?.intValue)
+            let low = try #require((c["xxh64_low32"] as? NSNumber)?.uint32Value)
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 131 + 7) }
+            #expect(UInt32(truncatingIfNeeded: XXHash64.hash(bytes)) == low, "length \(n)")
+        }
+    }
+
+    // MARK: - Byte layouts
+
+    @Test func byteLayoutsMatchTheirReferenceTwinAndInvert() throws {
+        var types: [TensorType] = DType.allCases.map { .dense($0) }
+        types += GGMLType.allCases.filter(\.isQuantized).map { .block($0) }
+        var rng = SplitMix(seed: 7)
+        for type in types {
+            let layout = ByteLayout.preferred(for: type)
+            #expect(layout.problem == nil, "\(type)")
+            if !layout.isIdentity { #expect(layout.recordSize == type.blockLayout.bytes, "\(type)") }
+            for records in [0, 1, 3, 37] {
+                let src = (0..<(records * layout.recordSize)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                var split = [UInt8](repeating: 0, count: src.count)
+                src.withUnsafeBytes { s in split.withUnsafeMutableBytes { layout.split(s, into: $0) } }
+                #expect(split == layout.splitReference(src), "\(type) × \(records)")
+                var back = [UInt8](repeating: 0, count: src.count)
+                split.withUnsafeBytes { s in back.withUnsafeMutableBytes { layout.merge(s, into: $0) } }
+                #expect(back == src, "\(type) × \(records)")
+            }
+        }
+        // BF16 by definition: low bytes, then high bytes.
+        let bf16 = ByteLayout.preferred(for: .dense(.bf16))
+        #expect(bf16.splitReference([1, 2, 3, 4, 5, 6]) == [1, 3, 5, 2, 4, 6])
+    }
+
+    // MARK: - Round trips
+
+    /// Packs `input`, unpacks it, and checks every restored file equals the original byte for byte.
+    @discardableResult
+    func roundTrip(_ input: String, in dir: URL, options: PackOptions = PackOptions()) throws -> PackSummary {
+        let packed = dir.appendingPathComponent("packed.smolpack").path
+        let restored = dir.appendingPathComponent("restored").path
+        try? FileManager.default.removeItem(atPath: packed)
+        try? FileManager.default.removeItem(atPath: restored)
+        let s = try SmolPack.pack(input: input, output: packed, options: options)
+        #expect(PackedCheckpoint.isPacked(packed))
+        _ = try SmolPack.unpack(input: packed, output: restored)
+        var isDir: ObjCBool = false
+        FileManager.default.fileExists(atPath: input, isDirectory: &isDir)
+        let files = isDir.boolValue ? try SmolPack.listFiles(input) : [""]
+        #expect(try (isDir.boolValue ? SmolPack.listFiles(restored) : [""]) == files)
+        for f in files {
+            let a = f.isEmpty ? input : (input as NSString).appendingPathComponent(f)
+            let b = f.isEmpty ? restored : (restored as NSString).appendingPathComponent(f)
+            #expect(FileManager.default.contentsEqual(atPath: a, andPath: b), "\(input): \(f) differs after unpack")
+        }
+        return s
+    }
+
+    @Test(arguments: Fixtures.allHF)
+    func everyFixtureRoundTripsByteForByte(_ name: String) throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let folder = Fixtures.hf(name).path
+        let s = try roundTrip(folder, in: dir)
+        #expect(s.kind == .folder)
+        // Also with small chunks (many per tensor) and without byte layouts.
+        var o = PackOptions()
+        o.chunkSize = 4096
+        try roundTrip(folder, in: dir, options: o)
+        o.byteLayouts = false
+        try roundTrip(folder, in: dir, options: o)
+
+        // Read through Checkpoint.open: same tensors, same bytes, same config.
+        let packed = dir.appendingPathComponent("p2.smolpack").path
+        _ = try SmolPack.pack(input: folder, output: packed, options: o)
+        let original = try Checkpoint.open(folder)
+        let ckpt = try Checkpoint.open(packed)
+        #expect(ckpt.packed != nil)
+        #expect(ckpt.format == .huggingFace)
+        #expect(ckpt.source.tensorInfos == original.source.tensorInfos)
+        #expect(ckpt.config == original.config)
+        for t in original.source.tensorInfos {
+            #expect(try ckpt.source.tensorBytes(t.name).array == original.source.tensorBytes(t.name).array, "\(t.name)")
+        }
+        // Side files are there for code that reads the folder (tokenizer, generation config).
+        let folderFiles = try SmolPack.listFiles(folder).filter { !$0.hasSuffix(".safetensors") && !$0.hasSuffix(".index.json") }
+        for f in folderFiles {
+            let extracted = (try #require(ckpt.folder) as NSString).appendingPathComponent(f)
+            #expect(FileManager.default.contentsEqual(atPath: extracted, andPath: (folder as NSString).appendingPathComponent(f)), "\(f)")
+        }
+    }
+
+    @Test func singleSafetensorsAndGGUFFilesRoundTrip() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for input in [Fixtures.hf("llama").appendingPathComponent("model.safetensors").path,
+                      Fixtures.hf("qwen3_moe_bf16_sharded").appendingPathComponent("model-00003-of-00005.safetensors").path,
+                      Fixtures.root.appendingPathComponent("gguf/all-types.gguf").path,
+                      Fixtures.root.appendingPathComponent("gguf/v2.gguf").path] {
+            let s = try roundTrip(input, in: dir)
+            #expect(s.kind == .file)
+            let original = try Checkpoint.open(input)
+            let ckpt = try Checkpoint.open(dir.appendingPathComponent("packed.smolpack").path)
+            #expect(ckpt.format == original.format)
+            #expect(ckpt.source.tensorInfos == original.source.tensorInfos)
+            for t in original.source.tensorInfos {
+                #expect(try ckpt.source.tensorBytes(t.name).array == original.source.tensorBytes(t.name).array, "\(t.name)")
+            }
+            if let g = original.gguf {
+                let p = try #require(ckpt.gguf)
+                #expect(p.metadata == g.metadata)
+                #expect(p.tensors == g.tensors)
+                #expect(p.version == g.version && p.dataOffset == g.dataOffset && p.fileSize == g.fileSize)
+            }
+        }
+    }
+
+    /// The real model (GGUF, mostly quantized): byte-identical round trip, and tensors read on
+    /// demand from the packed file equal the mapped originals.
+    @Test func realModelRoundTripsAndReadsOnDemand() throws {
+        guard let model = Fixtures.realModel else { return }
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let s = try roundTrip(model.path, in: dir)
+        #expect(s.packedBytes < s.rawBytes)
+        let g = try GGUFFile(path: model.path)
+        let ckpt = try Checkpoint.open(dir.appendingPathComponent("packed.smolpack").path)
+        let p = try #require(ckpt.gguf)
+        #expect(p.metadata == g.metadata)
+        #expect(p.tensors == g.tensors)
+        for name in ["token_embd.weight", "blk.0.attn_q.weight", "blk.17.ffn_down.weight", "output_norm.weight"] where g.tensor(name) != nil {
+            #expect(try p.tensorBytes(name).array == g.tensorBytes(name).array, "\(name)")
+        }
+    }
+
+    // MARK: - Corruption and truncation
+
+    func packLlama(_ dir: URL) throws -> (path: String, index: PackIndex, bytes: [UInt8]) {
+        let path = dir.appendingPathComponent("llama.smolpack").path
+        var o = PackOptions()
+        o.chunkSize = 16384
+        _ = try SmolPack.pack(input: Fixtures.hf("llama").appendingPathComponent("model.safetensors").path, output: path, options: o)
+        let index = try PackIndex.read(MappedFile(path: path))
+        return (path, index, Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+    }
+
+    @Test func aFlippedByteInAChunkIsReportedWithItsTensor() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (path, index, bytes) = try packLlama(dir)
+        // Every chunk of the largest tensor, in turn: one flipped byte in its stored bytes.
+        let seg = try #require(index.members[0].segments.filter { $0.tensor != nil }.max { $0.length < $1.length })
+        let name = try #require(seg.tensor?.name)
+        #expect(seg.chunks.count > 1)
+        for (ci, c) in seg.chunks.enumerated() {
+            var b = bytes
+            b[c.offset + c.storedSize / 2] ^= 0x10
+            let bad = dir.appendingPathComponent("bad-\(ci).smolpack").path
+            try Data(b).write(to: URL(fileURLWithPath: bad))
+            let pack = try PackedCheckpoint(path: bad)   // the index is intact
+            let e = try #require(throws: SmolError.self) { _ = try pack.tensorBytes(name) }
+            #expect(e.kind == .malformed)
+            #expect(e.location?.contains("tensor '\(name)' chunk \(ci)") == true, "\(e)")
+            let e2 = try #require(throws: SmolError.self) {
+                _ = try SmolPack.unpack(input: bad, output: dir.appendingPathComponent("out-\(ci)").path)
+            }
+            #expect(e2.location?.contains("tensor '\(name)'") == true, "\(e2)")
+            #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("out-\(ci)").path))
+            // The other tensors still read.
+            for t in pack.tensorInfos where t.name != name { _ = try pack.tensorBytes(t.name) }
+        }
+        // A stored (incompressible) chunk has only the checksum to catch it.
+        let stored = index.members[0].segments.flatMap { s in s.chunks.map { (s, $0) } }.first { $0.1.codec == .stored }
+        if let (s, c) = stored {
+            var b = bytes
+            b[c.offset] ^= 1
+            let bad = dir.appendingPathComponent("bad-stored.smolpack").path
+            try Data(b).write(to: URL(fileURLWithPath: bad))
+            let pack = try PackedCheckpoint(path: bad)
+            let e = try #require(throws: SmolError.self) {
+                _ = try pack.memberBytes(0)
+            }
+            #expect(e.message.contains("checksum mismatch"), "\(e)")
+            _ = s
+        }
+    }
+
+    @Test func aCorruptedIndexIsRejected() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, _, bytes) = try packLlama(dir)
+        var b = bytes
+        let indexOffset = Int(b[(b.count - 32)..<(b.count - 24)].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        b[indexOffset + 5] ^= 0x01
+        let bad = dir.appendingPathComponent("bad-index.smolpack").path
+        try Data(b).write(to: URL(fileURLWithPath: bad))
+        let e = try #require(throws: SmolError.self) { _ = try Checkpoint.open(bad) }
+        #expect(e.kind == .malformed && e.message.contains("index checksum mismatch"), "\(e)")
+    }
+
+    @Test func truncatedPacksAreRejected() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, _, bytes) = try packLlama(dir)
+        for n in [8, 16, 47, 100, bytes.count / 2, bytes.count - 33, bytes.count - 8, bytes.count - 1] {
+            let bad = dir.appendingPathComponent("cut-\(n).smolpack").path
+            try Data(bytes[0..<n]).write(to: URL(fileURLWithPath: bad))
+            let e = try #require(throws: SmolError.self, "cut at \(n)") { _ = try Checkpoint.open(bad) }
+            #expect(e.kind == .malformed, "cut at \(n): \(e)")
+            #expect(e.file == bad)
+            let u = try #require(throws: SmolError.self) { _ = try SmolPack.unpack(input: bad, output: dir.appendingPathComponent("o").path) }
+            #expect(u.kind == .malformed)
+        }
+        // Bytes appended after the trailer leave no trailer at the end.
+        let extra = dir.appendingPathComponent("extra.smolpack").path
+        try Data(bytes + [0, 1, 2]).write(to: URL(fileURLWithPath: extra))
+        #expect(throws: SmolError.self) { _ = try PackedCheckpoint(path: extra) }
+    }
+
+    @Test func packRefusesBadArgumentsAndKeepsInputs() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = Fixtures.hf("llama").appendingPathComponent("model.safetensors").path
+        var o = PackOptions()
+        o.level = 0
+        #expect(throws: SmolError.self) { _ = try SmolPack.pack(input: input, output: dir.appendingPathComponent("x").path, options: o) }
+        #expect(throws: SmolError.self) { _ = try SmolPack.pack(input: input, output: input) }
+        let packed = dir.appendingPathComponent("p.smolpack").path
+        _ = try SmolPack.pack(input: input, output: packed)
+        // Packing a pack, or unpacking onto the pack itself, is refused.
+        #expect(throws: SmolError.self) { _ = try SmolPack.pack(input: packed, output: dir.appendingPathComponent("pp").path) }
+        #expect(throws: SmolError.self) { _ = try SmolPack.unpack(input: packed, output: packed) }
+        #expect(PackedCheckpoint.isPacked(packed))
+    }
+}
+
+/// A small deterministic generator for test data.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
