@@ -6,6 +6,6 @@
 #   REF_TOKENS=64 tools/bench_moe.sh    # reference on 64 tokens, its time scaled to 512
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --build-tests 2>&1 | grep -E "error|Compiling|Build" | tail -3
+swift build -c release --build-tests -Xswiftc -enable-testing 2>&1 | grep -E "error|Compiling|Build" | tail -3
 SMOLCONV_BENCH_MOE=1 SMOLCONV_BENCH_MOE_TOKENS="${TOKENS:-512}" SMOLCONV_BENCH_MOE_REF_TOKENS="${REF_TOKENS:-${TOKENS:-512}}" \
-  swift test -c release --skip-build --filter MoEBenchmark 2>&1 | grep -E "MoE layer|experts:|✘|passed|failed"
+  swift test -c release -Xswiftc -enable-testing --skip-build --filter MoEBenchmark 2>&1 | grep -E "MoE layer|experts:|✘|passed|failed"

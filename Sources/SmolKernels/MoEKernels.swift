@@ -160,10 +160,10 @@ extension Kernels {
     }
 
     /// The routed experts' output, grouped: the (token, slot) pairs are sorted by expert, and each
-    /// active expert runs as three matrix products over its whole token group (one dequantization
-    /// per active expert and call; unused experts are never touched). Products go through BLAS
-    /// (multithreaded), activations and the final weighted sum through `parallelFor`, and a
-    /// quantized store's dequantizer splits large experts over the cores too.
+    /// active expert runs as three matrix products (BLAS) over its whole token group, with one
+    /// dequantization per active expert and call; unused experts are never touched. Active experts
+    /// are spread over the cores (each worker dequantizes and multiplies its own experts), and the
+    /// final weighted sum runs through `parallelFor`.
     /// x: [T, D] → [T, D]: out[t] = Σ_k weight[t,k] · expert[t,k](x[t]), summed in slot order.
     public static func moeExperts(_ x: [Float], routing r: ExpertRouting, store: any ExpertStore,
                                   activation: ExpertActivation) throws -> [Float] {
@@ -188,42 +188,56 @@ extension Kernels {
         let maxGroup = (0..<E).map { counts[$0 + 1] - counts[$0] }.max() ?? 0
 
         var y = [Float](repeating: 0, count: T * K * D)         // [T·K, D] expert outputs, sorted rows
-        var xs = [Float](repeating: 0, count: maxGroup * D)     // gathered inputs of one group
-        var g = [Float](repeating: 0, count: maxGroup * I)
-        var u = [Float](repeating: 0, count: maxGroup * I)
-        var scratch = [Float](repeating: 0, count: max(1, store.scratchCount))
-        try x.withUnsafeBufferPointer { xp in
-            try y.withUnsafeMutableBufferPointer { yp in
-                try xs.withUnsafeMutableBufferPointer { xsp in
-                    try g.withUnsafeMutableBufferPointer { gp in
-                        try u.withUnsafeMutableBufferPointer { up in
-                            try scratch.withUnsafeMutableBufferPointer { sp in
-                                let xb = xp.baseAddress!, yb = yp.baseAddress!, xsb = xsp.baseAddress!
-                                let gb = gp.baseAddress!, ub = up.baseAddress!
-                                for e in 0..<E {
-                                    let start = counts[e], n = counts[e + 1] - start
-                                    if n == 0 { continue }
-                                    for j in 0..<n {
-                                        (xsb + j * D).update(from: xb + sortedToken[start + j] * D, count: D)
-                                    }
-                                    try store.withExpert(e, scratch: sp.baseAddress!, reference: false) { m in
-                                        sgemmNT(xsb, n, D, m.gate, I, gb)
-                                        sgemmNT(xsb, n, D, m.up, I, ub)
-                                        if let bg = store.gateBias, let bu = store.upBias {
-                                            addRowBias(gb, n, I, bg, offset: e * I)
-                                            addRowBias(ub, n, I, bu, offset: e * I)
+        // Active experts split over the cores, largest groups first, each worker with its own
+        // gather/activation buffers and dequantization scratch. BLAS does not thread products as
+        // small as one expert's group (≈ T·K/E rows), so the parallelism has to come from here.
+        let sizes: [Int] = (0..<E).map { counts[$0 + 1] - counts[$0] }
+        let active: [Int] = (0..<E).filter { sizes[$0] > 0 }.sorted { sizes[$0] > sizes[$1] }
+        let workers = max(1, min(active.count, ProcessInfo.processInfo.activeProcessorCount))
+        let next = ExpertQueue()
+        let groupStart = counts, tokenOfRow = sortedToken   // immutable copies for the workers
+        y.withUnsafeMutableBufferPointer { yp in
+            x.withUnsafeBufferPointer { xp in
+                nonisolated(unsafe) let yb = yp.baseAddress!, xb = xp.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: workers) { _ in
+                    var xs = [Float](repeating: 0, count: maxGroup * D)     // gathered inputs of one group
+                    var g = [Float](repeating: 0, count: maxGroup * I)
+                    var u = [Float](repeating: 0, count: maxGroup * I)
+                    var scratch = [Float](repeating: 0, count: max(1, store.scratchCount))
+                    do {
+                        try xs.withUnsafeMutableBufferPointer { xsp in
+                            try g.withUnsafeMutableBufferPointer { gp in
+                                try u.withUnsafeMutableBufferPointer { up in
+                                    try scratch.withUnsafeMutableBufferPointer { sp in
+                                        let xsb = xsp.baseAddress!, gb = gp.baseAddress!, ub = up.baseAddress!
+                                        while let i = next.take(active.count) {
+                                            let e = active[i], start = groupStart[e], n = groupStart[e + 1] - start
+                                            for j in 0..<n {
+                                                (xsb + j * D).update(from: xb + tokenOfRow[start + j] * D, count: D)
+                                            }
+                                            try store.withExpert(e, scratch: sp.baseAddress!, reference: false) { m in
+                                                sgemmNT(xsb, n, D, m.gate, I, gb)
+                                                sgemmNT(xsb, n, D, m.up, I, ub)
+                                                if let bg = store.gateBias, let bu = store.upBias {
+                                                    addRowBias(gb, n, I, bg, offset: e * I)
+                                                    addRowBias(ub, n, I, bu, offset: e * I)
+                                                }
+                                                applyExpertActivation(gate: gb, up: ub, n * I, activation, threaded: workers == 1)
+                                                sgemmNT(gb, n, I, m.down, D, yb + start * D)
+                                                if let bd = store.downBias { addRowBias(yb + start * D, n, D, bd, offset: e * D) }
+                                            }
                                         }
-                                        applyExpertActivation(gate: gb, up: ub, n * I, activation)
-                                        sgemmNT(gb, n, I, m.down, D, yb + start * D)
-                                        if let bd = store.downBias { addRowBias(yb + start * D, n, D, bd, offset: e * D) }
                                     }
                                 }
                             }
                         }
+                    } catch {
+                        next.fail(error)
                     }
                 }
             }
         }
+        if let failure = next.failure { throw failure }
 
         // out[t] = Σ_k w[t,k] · y[row of slot (t,k)], in slot order (as the reference sums).
         y.withUnsafeBufferPointer { yp in
@@ -256,14 +270,15 @@ extension Kernels {
         }
     }
 
-    /// gate[i] ← activation(gate[i], up[i]) for i < count.
+    /// gate[i] ← activation(gate[i], up[i]) for i < count (over the cores when `threaded`).
     static func applyExpertActivation(gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
-                                      _ count: Int, _ act: ExpertActivation) {
+                                      _ count: Int, _ act: ExpertActivation, threaded: Bool) {
+        let grain = threaded ? 16384 : max(count, 1)
         switch act {
         case .gated(let a):
-            parallelFor(count, grain: 16384) { i in gate[i] = activation(gate[i], a) * up[i] }
+            parallelFor(count, grain: grain) { i in gate[i] = activation(gate[i], a) * up[i] }
         case .clampedSwiGLU(let alpha, let limit):
-            parallelFor(count, grain: 16384) { i in gate[i] = clampedSwiGLU(gate[i], up[i], alpha: alpha, limit: limit) }
+            parallelFor(count, grain: grain) { i in gate[i] = clampedSwiGLU(gate[i], up[i], alpha: alpha, limit: limit) }
         }
     }
 
@@ -355,4 +370,26 @@ extension ReferenceKernels {
             return (uc + 1) * gc / (1 + exp(-gc * Double(alpha)))
         }
     }
+}
+
+/// Hands out indices 0, 1, 2, … to the workers of `moeExperts`.
+final class ExpertQueue: @unchecked Sendable {   // all state under `lock`
+    private var nextIndex = 0
+    private var cancelled = false
+    private let lock = NSLock()
+
+    func take(_ count: Int) -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard !cancelled, nextIndex < count else { return nil }
+        nextIndex += 1
+        return nextIndex - 1
+    }
+
+    /// Stops handing out work; the first error is kept for the caller.
+    func fail(_ error: any Error) {
+        lock.lock(); cancelled = true; if firstError == nil { firstError = error }; lock.unlock()
+    }
+
+    var failure: (any Error)? { lock.lock(); defer { lock.unlock() }; return firstError }
+    private var firstError: (any Error)?
 }

@@ -13,12 +13,17 @@ struct HalfExpertStore: ExpertStore {
     var downBias: [Float]? { nil }
     var scratchCount: Int { 3 * hiddenSize * intermediateSize }
     /// Experts the kernels asked for (a class so the kernel's calls are visible to the test).
-    final class Log: @unchecked Sendable { var asked: [Int] = [] }
+    final class Log: @unchecked Sendable {   // appended to from the kernel's workers, under `lock`
+        private var list: [Int] = []
+        private let lock = NSLock()
+        func append(_ e: Int) { lock.lock(); list.append(e); lock.unlock() }
+        var asked: [Int] { get { lock.lock(); defer { lock.unlock() }; return list } set { lock.lock(); list = newValue; lock.unlock() } }
+    }
     let log = Log()
 
     func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
                        _ body: (ExpertMatrices) throws -> R) throws -> R {
-        log.asked.append(e)
+        log.append(e)
         let m = hiddenSize * intermediateSize
         for i in 0..<(3 * m) { scratch[i] = FloatBits.f16ToF32(bits[e * 3 * m + i]) }
         return try body(ExpertMatrices(gate: scratch, up: scratch + m, down: scratch + 2 * m))
@@ -70,7 +75,7 @@ func randomRouting(tokens: Int, experts: Int, topK: Int, _ rng: inout SeededRand
         let x = rng.floats(T * D)
         let fast = try Kernels.moeExperts(x, routing: routing, store: store, activation: .gated(.silu))
         let used = Set(routing.experts)
-        #expect(store.log.asked == used.sorted())
+        #expect(store.log.asked.sorted() == used.sorted())
         store.log.asked = []
         let ref = try ReferenceKernels.moeExperts(x, routing: routing, store: store, activation: .gated(.silu))
         #expect(store.log.asked.count == T * K)
