@@ -20,7 +20,9 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "SmolTensor"),
-        .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS"]),
+        // AVX2 fused dequantize-and-dot kernels, runtime-dispatched (see its kernels.c for the measurement).
+        .target(name: "CSmolKernels"),
+        .target(name: "SmolKernels", dependencies: ["SmolTensor", "COpenBLAS", "CSmolKernels"]),
         .target(name: "SmolFormats", dependencies: ["SmolTensor", "CZstd"]),
         .target(name: "SmolQuant", dependencies: ["SmolTensor"]),
         .target(name: "SmolTokenizer", dependencies: ["SmolTensor", "SmolFormats"]),
@@ -42,7 +44,7 @@ let package = Package(
         .testTarget(name: "SmolModelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels"]),
         .testTarget(name: "SmolMoETests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolMoE"]),
         .testTarget(name: "SmolConvertTests", dependencies: ["SmolTestSupport", "SmolConvert", "SmolTensor", "SmolFormats", "SmolModels"]),
-        .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolKernels"]),
+        .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolKernels"]),
         .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolModels", "SmolMoE", "SmolEngine"]),
         .testTarget(name: "CLITests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "smolconv"]),
     ]

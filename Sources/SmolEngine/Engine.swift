@@ -25,7 +25,7 @@ public final class KVCache: @unchecked Sendable {   // used by one generation at
 
 /// What one forward pass returns.
 public struct ForwardOutput: Sendable {
-    /// [T, V], soft-capped where the model says so.
+    /// [T, V] (or the rows asked for), soft-capped where the model says so.
     public var logits: [Float]
     /// When requested: L + 1 arrays of [T, D], numbered as transformers' `hidden_states`:
     /// [0] the (scaled) embeddings, [i] the output of layer i − 1, and the last one the final
@@ -67,11 +67,24 @@ public final class Engine: Sendable {
 
     public func makeCache() -> KVCache { KVCache(layers: model.spec.layers.count) }
 
+    /// Opens any dense checkpoint (Hugging Face folder, .safetensors with config.json, GGUF) and
+    /// loads its weights in Float32 (GGUF block types dequantized exactly).
+    public static func load(_ path: String, options: EngineOptions = EngineOptions()) throws -> Engine {
+        Engine(model: try DenseDecoderModel.load(path: path), options: options)
+    }
+
     /// Runs `tokens` (positions cache.length …) through the model, appending to `cache` when given.
-    public func forward(_ tokens: [Int], cache: KVCache? = nil, captureHiddenStates: Bool = false) throws -> ForwardOutput {
+    /// `logitsFrom`: logits are computed for rows logitsFrom..<T only (the output then holds
+    /// T − logitsFrom rows); the output layer is the largest matmul of small models, so callers
+    /// that score part of a window (perplexity) skip the rest.
+    public func forward(_ tokens: [Int], cache: KVCache? = nil, captureHiddenStates: Bool = false,
+                        logitsFrom: Int = 0) throws -> ForwardOutput {
         let spec = model.spec, w = model.weights
         let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
         guard T > 0 else { throw SmolError(.invalidArgument, "forward needs at least one token") }
+        guard logitsFrom >= 0 && logitsFrom < T else {
+            throw SmolError(.invalidArgument, "logitsFrom \(logitsFrom) outside 0..<\(T)")
+        }
         let cache = cache ?? makeCache()
         let start = cache.length
         let positions = (0..<T).map { start + $0 }
@@ -171,7 +184,9 @@ public final class Engine: Sendable {
 
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         if captureHiddenStates { captured.append(h) }
-        var logits = Kernels.matmul(h, rows: T, inDim: D, weight: w.lmHead, outDim: V)   // [T, V]
+        let R = T - logitsFrom
+        if logitsFrom > 0 { h = Array(h[(logitsFrom * D)...]) }                          // [R, D]
+        var logits = Kernels.matmul(h, rows: R, inDim: D, weight: w.lmHead, outDim: V)   // [R, V]
         if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
         return ForwardOutput(logits: logits, hiddenStates: captureHiddenStates ? captured : nil)
     }

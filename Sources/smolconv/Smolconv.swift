@@ -12,7 +12,8 @@ struct Smolconv: ParsableCommand {
         when complete; inputs are never modified.
         """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Convert.self, MoE.self, Pack.self, Unpack.self]
+        subcommands: [Inspect.self, Convert.self, MoE.self, Pack.self, Unpack.self, Quantize.self,
+                      PerplexityCommand.self, Verify.self, Logits.self, Generate.self]
     )
 }
 

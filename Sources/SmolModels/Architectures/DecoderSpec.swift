@@ -1,5 +1,6 @@
 import Foundation
 import SmolKernels
+import SmolQuant
 import SmolTensor
 
 /// Everything the engine needs to run one dense decoder layer, resolved from the model's
@@ -135,12 +136,19 @@ public struct DenseDecoderModel: Sendable {
     }
 
     public static func load(config: ModelConfig, source: TensorSource) throws -> DenseDecoderModel {
+        try load(config: config, weights: DirectWeightReader(source))
+    }
+
+    /// The configuration's architecture, with weights read by HF name from `weights` (a GGUF file
+    /// is read through `GGUFWeightReader`, which may also pick the norm convention).
+    public static func load(config: ModelConfig, weights reader: HFWeightReader) throws -> DenseDecoderModel {
         guard let arch = DenseArchitectures.table[config.modelType] else {
             throw SmolError(.unsupported, file: config.file, at: "model_type",
                             "no dense architecture for model_type '\(config.modelType)' (known: \(DenseArchitectures.table.keys.sorted().joined(separator: ", ")))")
         }
-        let spec = try arch.spec(config)
-        let weights = try DecoderWeightLoader(spec: spec, source: source, names: arch.names).load()
+        var spec = try arch.spec(config)
+        spec.normWeighting = try reader.normWeighting(for: spec.normWeighting)
+        let weights = try DecoderWeightLoader(spec: spec, reader: reader, names: arch.names).load()
         return DenseDecoderModel(spec: spec, weights: weights)
     }
 }
@@ -183,58 +191,62 @@ public struct DecoderTensorNames: Sendable {
     public func layer(_ i: Int, _ suffix: String) -> String { "\(prefix)layers.\(i).\(suffix)" }
 }
 
-/// Reads a tensor as Float32: F32, F16 and BF16 now. Block-quantized types are the hook for
-/// SmolQuant's dequantizer (they throw `.unsupported` until it is wired in here).
+/// Reads a tensor as Float32, exactly: F32 as stored, F16/BF16 (and F64/F8) widened, GGUF block
+/// types dequantized by SmolQuant (bit-identical to ggml / gguf-py).
 public func loadFloat(_ source: TensorSource, _ name: String) throws -> [Float] {
     guard let info = source.info(name) else {
         throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'", "tensor not found")
     }
     let count = info.elementCount
     let bytes = try source.tensorBytes(name)
-    switch info.type {
-    case .dense(let dtype):
-        guard let total = Checked.multiply(count, dtype.size), total == bytes.count else {
-            throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'",
-                            "\(bytes.count) bytes for \(count) elements of \(dtype.rawValue)")
-        }
-        return try bytes.withUnsafeBytes { raw -> [Float] in
-            switch dtype {
-            case .f32:
-                return (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
-            case .f16:
-                return (0..<count).map { FloatBits.f16ToF32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-            case .bf16:
-                return (0..<count).map { FloatBits.bf16ToF32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-            default:
-                throw SmolError(.unsupported, file: source.path, at: "tensor '\(name)'",
-                                "dtype \(dtype.rawValue) cannot be loaded as float weights")
+    // The values are copied out: the mapped pages can go (keeps resident memory at one copy).
+    defer { source.release(name) }
+    guard let expected = info.type.byteCount(shape: info.shape), expected == bytes.count else {
+        throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'",
+                        "\(bytes.count) bytes for \(count) elements of \(info.type.name)")
+    }
+    var out = [Float](repeating: 0, count: count)
+    try bytes.withUnsafeBytes { raw in
+        try out.withUnsafeMutableBufferPointer { dst in
+            guard let d = dst.baseAddress, count > 0 else { return }
+            do {
+                switch info.type {
+                case .dense(.f32):
+                    // Plain copy: fast in debug builds too, where element loops are slow.
+                    UnsafeMutableRawPointer(d).copyMemory(from: raw.baseAddress!, byteCount: count * 4)
+                case .dense(let dtype):
+                    try ElementCodec.decode(dtype, raw, count: count, into: d)
+                case .block(let t):
+                    try GGUFQuant.dequantize(t, raw, count: count, into: d)
+                }
+            } catch let e as SmolError where e.file == nil {
+                throw SmolError(e.kind, file: source.path, at: "tensor '\(name)'", e.message)
             }
         }
-    case .block(let t):
-        throw SmolError(.unsupported, file: source.path, at: "tensor '\(name)'",
-                        "block type \(t.name) needs the dequantizer (not wired into loadFloat yet)")
     }
+    return out
 }
 
 /// Loads every weight a spec needs, checking each shape against the spec.
 struct DecoderWeightLoader {
     let spec: DenseDecoderSpec
-    let source: TensorSource
+    let reader: HFWeightReader
     let names: DecoderTensorNames
 
     func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
-        guard let info = source.info(name) else {
-            throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'", "tensor not found (needed by \(spec.modelType))")
+        guard let found = reader.shape(hf: name) else {
+            throw SmolError(.malformed, file: reader.path, at: "tensor '\(reader.displayName(hf: name))'",
+                            "tensor not found (needed by \(spec.modelType))")
         }
-        guard info.shape == shape else {
-            throw SmolError(.mismatch, file: source.path, at: "tensor '\(name)'",
-                            "shape \(info.shape), the configuration implies \(shape)")
+        guard found == shape else {
+            throw SmolError(.mismatch, file: reader.path, at: "tensor '\(reader.displayName(hf: name))'",
+                            "shape \(found), the configuration implies \(shape)")
         }
-        return try loadFloat(source, name)
+        return try reader.floats(hf: name)
     }
 
     func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
-        source.info(name) == nil ? nil : try tensor(name, shape)
+        reader.shape(hf: name) == nil ? nil : try tensor(name, shape)
     }
 
     func load() throws -> DecoderWeights {
@@ -246,7 +258,7 @@ struct DecoderWeightLoader {
         } else if spec.tiedEmbeddings {
             lmHead = embed
         } else {
-            throw SmolError(.malformed, file: source.path, at: "tensor '\(names.lmHead)'", "untied model without lm_head")
+            throw SmolError(.malformed, file: reader.path, at: "tensor '\(reader.displayName(hf: names.lmHead))'", "untied model without lm_head")
         }
         let finalNorm = try tensor(names.finalNorm, [D])
         var layers: [DecoderLayerWeights] = []

@@ -41,6 +41,9 @@ public struct GGUFArchitectureMapping: Sendable {
     /// `self_attn.sinks` → `attn_sinks.weight`). Checked before `blockNames`.
     var exactBlockNames: [(hf: String, gguf: String)] = []
 
+    /// Whether the file stores every RMSNorm weight as `1 + w` (gemma2/3).
+    public var storesNormsPlusOne: Bool { normPlusOne }
+
     // MARK: Names
 
     /// The GGUF name of an HF tensor; nil when the converter does not write it (dropped, or not

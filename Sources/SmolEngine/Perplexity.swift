@@ -1,0 +1,174 @@
+import Dispatch
+import Foundation
+import SmolTensor
+
+/// llama.cpp's perplexity protocol (`llama-perplexity`, tools/perplexity/perplexity.cpp,
+/// `perplexity()` with the default stride 0), so figures compare one to one:
+///
+/// - the text is tokenized once, with BOS when the vocabulary adds one;
+/// - it is cut into `tokens.count / context` chunks of `context` tokens (the tail is dropped);
+///   fewer than 2 × context tokens is refused, as there;
+/// - each chunk runs from an empty cache with its first token replaced by BOS (when the model
+///   adds BOS);
+/// - only the second half is scored: logits at positions context/2 … context − 2 predict the
+///   tokens at context/2 + 1 … context − 1, so context − context/2 − 1 tokens per chunk;
+/// - PPL = exp(mean NLL); its uncertainty is llama.cpp's:
+///   ppl · sqrt((mean(NLL²) − mean(NLL)²) / (count − 1)).
+public struct PerplexityProtocol: Sendable, Equatable {
+    /// Tokens per chunk (llama.cpp `-c`).
+    public var context: Int
+    /// The token that replaces each chunk's first token; nil when the model adds no BOS.
+    public var bos: Int?
+
+    public init(context: Int = 512, bos: Int?) {
+        self.context = context
+        self.bos = bos
+    }
+
+    /// First scored logit row of a chunk (llama.cpp `first = n_ctx/2`).
+    public var firstScored: Int { context / 2 }
+    /// Scored positions per chunk: rows firstScored … context − 2.
+    public var scoredPerChunk: Int { context - firstScored - 1 }
+
+    /// How many chunks `tokenCount` tokens give; throws when llama.cpp would refuse the text.
+    public func chunkCount(tokenCount: Int) throws -> Int {
+        guard context >= 4 else {
+            throw SmolError(.invalidArgument, "context \(context) is too small (at least 4 tokens)")
+        }
+        guard tokenCount >= 2 * context else {
+            throw SmolError(.invalidArgument,
+                            "the text has \(tokenCount) tokens; perplexity with a context of \(context) needs at least \(2 * context) (llama.cpp's rule)")
+        }
+        return tokenCount / context
+    }
+
+    /// Chunk `i`'s tokens, first token replaced by BOS when there is one.
+    public func chunk(_ i: Int, of tokens: [Int]) -> [Int] {
+        var c = Array(tokens[(i * context)..<((i + 1) * context)])
+        if let bos { c[0] = bos }
+        return c
+    }
+
+    /// The token each scored row predicts, for chunk `i` (the original text's tokens, never the
+    /// BOS substitute).
+    public func targets(_ i: Int, of tokens: [Int]) -> [Int] {
+        let start = i * context
+        return (firstScored..<(context - 1)).map { tokens[start + $0 + 1] }
+    }
+}
+
+/// Running sums of negative log-likelihoods, as llama.cpp keeps them (Double).
+public struct NLLStatistics: Sendable, Equatable {
+    public var count = 0
+    public var sum: Double = 0
+    public var sumOfSquares: Double = 0
+
+    public init() {}
+
+    public mutating func add(_ nll: Double) {
+        count += 1
+        sum += nll
+        sumOfSquares += nll * nll
+    }
+
+    public var meanNLL: Double { count == 0 ? .nan : sum / Double(count) }
+    /// exp(mean NLL).
+    public var perplexity: Double { Foundation.exp(meanNLL) }
+    /// llama.cpp's "PPL = x +/- y": ppl · sqrt((E[nll²] − E[nll]²) / (count − 1)); 0 when the
+    /// variance is not positive or there is a single value.
+    public var perplexityStandardError: Double {
+        guard count > 1 else { return 0 }
+        let m = sum / Double(count)
+        let v = sumOfSquares / Double(count) - m * m
+        return v > 0 ? (v / Double(count - 1)).squareRoot() * perplexity : 0
+    }
+}
+
+/// What `Perplexity.run` measured.
+public struct PerplexityResult: Sendable {
+    public var statistics: NLLStatistics
+    public var chunks: Int
+    public var context: Int
+    /// Perplexity of each chunk on its own.
+    public var chunkPerplexities: [Double]
+    /// Wall time of the forward passes and scoring.
+    public var seconds: Double
+
+    public var perplexity: Double { statistics.perplexity }
+    public var standardError: Double { statistics.perplexityStandardError }
+    public var tokensScored: Int { statistics.count }
+    /// Tokens run through the model (chunks × context) per second.
+    public var tokensPerSecond: Double { seconds > 0 ? Double(chunks * context) / seconds : 0 }
+}
+
+/// Log-probabilities of a row of logits, computed the way llama.cpp's `log_softmax` does it
+/// (Float32 `expf(x − max)` summed in Double), but returned in Double.
+public enum LogSoftmax {
+    /// log Σ exp(x − max) and max for a row of `n` logits.
+    @inlinable
+    public static func normalizer(_ row: UnsafePointer<Float>, _ n: Int) -> (max: Float, logSum: Double) {
+        var m = -Float.infinity
+        for i in 0..<n where row[i] > m { m = row[i] }
+        var s: Double = 0
+        for i in 0..<n { s += Double(Foundation.exp(row[i] - m)) }
+        return (m, Foundation.log(s))
+    }
+
+    /// −log p(target).
+    @inlinable
+    public static func nll(_ row: UnsafePointer<Float>, _ n: Int, target: Int) -> Double {
+        let (m, ls) = normalizer(row, n)
+        return Double(m) + ls - Double(row[target])
+    }
+
+    /// Index of the largest logit (first wins ties).
+    @inlinable
+    public static func argmax(_ row: UnsafePointer<Float>, _ n: Int) -> Int {
+        var best = 0
+        for i in 1..<n where row[i] > row[best] { best = i }
+        return best
+    }
+}
+
+/// Runs `body(i)` for i in 0..<count on all cores (rows are independent).
+func concurrentRows(_ count: Int, _ body: (Int) -> Void) {
+    withoutActuallyEscaping(body) { escaping in
+        nonisolated(unsafe) let work = escaping
+        DispatchQueue.concurrentPerform(iterations: count) { work($0) }
+    }
+}
+
+public enum Perplexity {
+    public typealias Progress = (_ chunk: Int, _ chunks: Int, _ perplexitySoFar: Double) -> Void
+
+    /// The perplexity of `engine` on `tokens` (already tokenized, BOS first when the model adds
+    /// one) under llama.cpp's protocol.
+    public static func run(_ engine: Engine, tokens: [Int], protocol p: PerplexityProtocol,
+                           progress: Progress? = nil) throws -> PerplexityResult {
+        let chunks = try p.chunkCount(tokenCount: tokens.count)
+        let V = engine.vocabSize
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= V }) {
+            throw SmolError(.invalidArgument, "token id \(bad) outside the vocabulary (0..<\(V))")
+        }
+        let start = Date()
+        var stats = NLLStatistics()
+        var perChunk: [Double] = []
+        for i in 0..<chunks {
+            let logits = try engine.forward(p.chunk(i, of: tokens), logitsFrom: p.firstScored).logits  // [R+1, V]
+            let targets = p.targets(i, of: tokens)
+            var nll = [Double](repeating: 0, count: targets.count)
+            logits.withUnsafeBufferPointer { lp in
+                nll.withUnsafeMutableBufferPointer { np in
+                    let l = lp.baseAddress!, out = np.baseAddress!
+                    concurrentRows(targets.count) { r in out[r] = LogSoftmax.nll(l + r * V, V, target: targets[r]) }
+                }
+            }
+            var chunkStats = NLLStatistics()
+            for v in nll { stats.add(v); chunkStats.add(v) }
+            perChunk.append(chunkStats.perplexity)
+            progress?(i + 1, chunks, stats.perplexity)
+        }
+        return PerplexityResult(statistics: stats, chunks: chunks, context: p.context, chunkPerplexities: perChunk,
+                                seconds: Date().timeIntervalSince(start))
+    }
+}

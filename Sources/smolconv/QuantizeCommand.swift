@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import SmolConvert
+import SmolFormats
+import SmolQuant
+import SmolTensor
+
+extension QuantizeOptions.Format: ExpressibleByArgument {}
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Quantize a model: GGUF block and k-quant mixes (as llama-quantize), MLX affine, or bitsandbytes NF4.",
+        discussion: """
+        Defaults per output format:
+          --format gguf (default)  --bits 4 → Q4_K_M; 2 → Q2_K, 3 → Q3_K_M, 5 → Q5_K_M, 6 → Q6_K, 8 → Q8_0.
+                                   --type names a mix: \(QuantMix.allCases.map(\.rawValue).joined(separator: ", ")).
+          --format mlx             affine, --bits (2, 3, 4, 5, 6, 8), --group-size 64 (32, 64, 128).
+          --format nf4             bitsandbytes NF4, blocks of 64, as transformers saves it.
+
+        GGUF mixes choose each tensor's type the way llama-quantize does: attn_v / ffn_down get more \
+        bits in some layers, the output (or tied embedding) gets Q6_K, norms, biases and MoE routers \
+        stay F32, and rows that are not a multiple of a k-quant block fall back (Q4_K → Q5_0, \
+        Q6_K → Q8_0, Q2_K/Q3_K → Q4_0). The input is a Hugging Face folder or a GGUF file; an \
+        already-quantized GGUF is dequantized exactly first (and the command says so).
+        """
+    )
+
+    @Argument(help: "Input: a Hugging Face folder, a .safetensors file or a .gguf file.")
+    var input: String
+
+    @Argument(help: "Output: a .gguf file (GGUF) or a folder (MLX, NF4).")
+    var output: String
+
+    @Option(help: "Output format: gguf, mlx or nf4.")
+    var format: QuantizeOptions.Format = .gguf
+
+    @Option(help: "Target bits per weight (picks the default mix or MLX bits).")
+    var bits: Int = 4
+
+    @Option(name: .customLong("type"), help: "GGUF mix, e.g. Q4_K_M, Q8_0, Q4_0.")
+    var mixName: String?
+
+    @Option(help: "MLX group size or NF4 block size.")
+    var groupSize: Int?
+
+    @Option(name: .customLong("tensor-type"), parsing: .singleValue, help: "REGEX=TYPE: override the type of matching tensors (repeatable; the last match wins).")
+    var tensorTypes: [String] = []
+
+    @Option(help: "Type of output.weight.")
+    var outputTensorType: String?
+
+    @Option(help: "Type of token_embd.weight.")
+    var tokenEmbeddingType: String?
+
+    @Flag(help: "Give every quantized tensor the mix's default type (no per-tensor rules).")
+    var pure = false
+
+    @OptionGroup var outputOptions: OutputOptions
+
+    func parseType(_ s: String, _ flag: String) throws -> GGMLType {
+        guard let t = GGMLType(name: s) else { throw ValidationError("\(flag): unknown type '\(s)'") }
+        return t
+    }
+
+    func validate() throws {
+        if let m = mixName, QuantMix(name: m) == nil {
+            throw ValidationError("--type: unknown mix '\(m)'; one of \(QuantMix.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if ![2, 3, 4, 5, 6, 8, 16, 32].contains(bits) { throw ValidationError("--bits must be 2, 3, 4, 5, 6, 8 (or 16, 32 for GGUF float)") }
+        for tt in tensorTypes {
+            let parts = tt.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { throw ValidationError("--tensor-type expects REGEX=TYPE, got '\(tt)'") }
+            _ = try parseType(String(parts[1]), "--tensor-type")
+            do { _ = try NSRegularExpression(pattern: String(parts[0])) } catch {
+                throw ValidationError("--tensor-type: '\(parts[0])' is not a valid regular expression")
+            }
+        }
+        if let o = outputTensorType { _ = try parseType(o, "--output-tensor-type") }
+        if let e = tokenEmbeddingType { _ = try parseType(e, "--token-embedding-type") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            var options = QuantizeOptions()
+            options.format = format
+            options.bits = bits
+            options.mix = mixName.flatMap(QuantMix.init(name:))
+            options.groupSize = groupSize
+            options.overrides.pure = pure
+            options.overrides.tensorTypes = try tensorTypes.map { tt in
+                let parts = tt.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), try parseType(String(parts[1]), "--tensor-type"))
+            }
+            options.overrides.outputTensorType = try outputTensorType.map { try parseType($0, "--output-tensor-type") }
+            options.overrides.tokenEmbeddingType = try tokenEmbeddingType.map { try parseType($0, "--token-embedding-type") }
+            let progress = Console.Progress("quantize", total: 1)
+            let s = try Quantizer.quantize(input: input, output: output, options: options) { done, total, name in
+                progress.update(done, of: total, detail: name)
+            }
+            progress.finish("\(s.rows.count) tensors, \(Format.bytes(s.fileBytes)) in \(Format.fixed(s.seconds, 2)) s")
+            for n in s.notes { Console.note(n) }
+            if outputOptions.json {
+                Console.out(json(s).serialized(indent: 2))
+            } else {
+                Console.out(table(s))
+            }
+        }
+    }
+
+    func histogram(_ s: QuantizeSummary) -> [(type: String, count: Int, bytes: Int)] {
+        var h: [String: (Int, Int)] = [:]
+        for r in s.rows { h[r.to, default: (0, 0)].0 += 1; h[r.to, default: (0, 0)].1 += r.bytes }
+        return h.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.bytes > $1.bytes }
+    }
+
+    func table(_ s: QuantizeSummary) -> String {
+        var lines = ["wrote \(s.output): \(s.format.rawValue) \(s.mix), \(Format.grouped(s.fileBytes)) bytes",
+                     "", "type      tensors          bytes"]
+        for h in histogram(s) {
+            lines.append("\(h.type.padding(toLength: 8, withPad: " ", startingAt: 0))  \(String(h.count).leftPad(7))  \(Format.grouped(h.bytes).leftPad(13))")
+        }
+        lines.append("")
+        lines.append("bits per weight: \(Format.fixed(s.bitsPerWeight, 3)) overall, \(Format.fixed(s.bitsPerWeightQuantized, 3)) over the quantized tensors")
+        return lines.joined(separator: "\n")
+    }
+
+    func json(_ s: QuantizeSummary) -> JSONValue {
+        .object(JSONObject([
+            ("input", .string(s.input)), ("output", .string(s.output)),
+            ("format", .string(s.format.rawValue)), ("mix", .string(s.mix)),
+            ("file_bytes", .int(s.fileBytes)), ("seconds", .double(s.seconds)),
+            ("bits_per_weight", .double(s.bitsPerWeight)), ("bits_per_weight_quantized", .double(s.bitsPerWeightQuantized)),
+            ("types", .object(JSONObject(histogram(s).map { ($0.type, JSONValue.object(JSONObject([("tensors", .int($0.count)), ("bytes", .int($0.bytes))]))) }))),
+            ("tensors", .array(s.rows.map { r in
+                .object(JSONObject([("name", .string(r.name)), ("shape", .array(r.shape.map { .int($0) })),
+                                    ("from", .string(r.from)), ("to", .string(r.to)), ("bytes", .int(r.bytes)),
+                                    ("fallback_from", r.fallbackFrom.map(JSONValue.string) ?? .null)]))
+            })),
+            ("notes", .array(s.notes.map(JSONValue.string))),
+        ]))
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
