@@ -166,9 +166,9 @@ extension DecoderWeightLoader {
         let D = spec.hiddenSize, E = m.experts, I = m.intermediateSize
         let guName = names.layer(i, m.expertPrefix + "experts.gate_up_proj")
         let dnName = names.layer(i, m.expertPrefix + "experts.down_proj")
-        guard let gu = source.info(guName), let dn = source.info(dnName) else {
-            let missing = source.info(guName) == nil ? guName : dnName
-            throw SmolError(.malformed, file: source.path, at: "tensor '\(missing)'",
+        guard let guShape = reader.shape(hf: guName), let dnShape = reader.shape(hf: dnName) else {
+            let missing = reader.shape(hf: guName) == nil ? guName : dnName
+            throw SmolError(.malformed, file: reader.path, at: "tensor '\(reader.displayName(hf: missing))'",
                             "tensor not found (experts are read in the trainable layout; per-expert and GGUF checkpoints go through SmolEngine's ModelLoader)")
         }
         if m.interleavedGateUp {
@@ -194,14 +194,15 @@ extension DecoderWeightLoader {
                                     gateBias: gb, upBias: ub, downBias: dnB)
         }
         // gate_up [E, 2I, D]: expert e's gate rows then its up rows; down [E, D, I].
-        guard gu.shape == [E, 2 * I, D] else {
-            throw SmolError(.mismatch, file: source.path, at: "tensor '\(guName)'", "shape \(gu.shape), the configuration implies \([E, 2 * I, D])")
+        guard guShape == [E, 2 * I, D] else {
+            throw SmolError(.mismatch, file: reader.path, at: "tensor '\(guName)'", "shape \(guShape), the configuration implies \([E, 2 * I, D])")
         }
-        guard dn.shape == [E, D, I] else {
-            throw SmolError(.mismatch, file: source.path, at: "tensor '\(dnName)'", "shape \(dn.shape), the configuration implies \([E, D, I])")
+        guard dnShape == [E, D, I] else {
+            throw SmolError(.mismatch, file: reader.path, at: "tensor '\(dnName)'", "shape \(dnShape), the configuration implies \([E, D, I])")
         }
-        if case .block(let gt) = gu.type, case .block(let dt) = dn.type, gt.denseType == nil || dt.denseType == nil {
-            let guBytes = try source.tensorBytes(guName), dnBytes = try source.tensorBytes(dnName)
+        // Block-quantized stacks stay encoded when the reader can hand the bytes over as stored.
+        if let (gu, guBytes) = try reader.raw(hf: guName), let (dn, dnBytes) = try reader.raw(hf: dnName),
+           case .block(let gt) = gu.type, case .block(let dt) = dn.type, gt.denseType == nil || dt.denseType == nil {
             let per = guBytes.count / E
             let gate = try QuantizedExpertStore.Stack(type: gt, bytes: guBytes, experts: E, expertStride: per, offset: 0, elements: I * D)
             let up = try QuantizedExpertStore.Stack(type: gt, bytes: guBytes, experts: E, expertStride: per, offset: per / 2, elements: I * D)
