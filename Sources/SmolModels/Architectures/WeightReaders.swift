@@ -18,11 +18,15 @@ public protocol HFWeightReader: Sendable {
     func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting
     /// The name as the file spells it (GGUF name for GGUF files), for messages.
     func displayName(hf name: String) -> String
+    /// The stored tensor as it is (type and bytes), for weights the model may keep encoded
+    /// (block-quantized MoE experts); nil when the reader cannot hand it over unchanged.
+    func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)?
 }
 
 extension HFWeightReader {
     public func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting { architecture }
     public func displayName(hf name: String) -> String { name }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? { nil }
 }
 
 /// A checkpoint that already uses HF names (safetensors file or folder).
@@ -32,6 +36,10 @@ public struct DirectWeightReader: HFWeightReader {
     public var path: String { source.path }
     public func shape(hf name: String) -> [Int]? { source.info(name)?.shape }
     public func floats(hf name: String) throws -> [Float] { try loadFloat(source, name) }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? {
+        guard let info = source.info(name) else { return nil }
+        return (info, try source.tensorBytes(name))
+    }
 }
 
 /// A GGUF file read through an architecture's `GGUFArchitectureMapping`: llama.cpp names become HF
