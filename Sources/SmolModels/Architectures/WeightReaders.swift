@@ -18,11 +18,15 @@ public protocol HFWeightReader: Sendable {
     func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting
     /// The name as the file spells it (GGUF name for GGUF files), for messages.
     func displayName(hf name: String) -> String
+    /// The stored tensor as it is (type and bytes), for weights the model may keep encoded
+    /// (block-quantized MoE experts); nil when the reader cannot hand it over unchanged.
+    func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)?
 }
 
 extension HFWeightReader {
     public func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting { architecture }
     public func displayName(hf name: String) -> String { name }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? { nil }
 }
 
 /// A checkpoint that already uses HF names (safetensors file or folder). Weights stored quantized
@@ -45,6 +49,12 @@ public struct DirectWeightReader: HFWeightReader {
             return try QuantizedWeights.mlxFloats(source, name, module, p)
         }
         return try loadFloat(source, name)
+    }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? {
+        // Stored NF4/MLX weights are not the tensor the name stands for: callers dequantize.
+        guard let info = source.info(name), source.info(QuantizedWeights.nf4StateName(name)) == nil,
+              QuantizedWeights.mlxModule(source, name, mlx) == nil else { return nil }
+        return (info, try source.tensorBytes(name))
     }
 }
 
