@@ -298,7 +298,7 @@ extension Quantizer {
                 }
             }
             // mx.quantize on F16/BF16 weights gives the Float32 result with scales and biases
-            // rounded to the weight's dtype (checked with mlx 0.32.4 on a BF16 sample).
+            // rounded to the weight's dtype (tools/crosscheck/check_mlx_quantize.py: BF16 llama vs mlx-lm).
             let encode = { (v: [Float]) throws -> TensorBytes in
                 dtype == .f32 ? f32Bytes(v) : TensorBytes(try ElementCodec.encode(v, as: dtype))
             }
