@@ -242,10 +242,7 @@ extension Quantizer {
         let cfg = config.setting("quantization_config", nf4QuantizationConfig(doubleQuant: dq))
         let files = [("config.json", Array((cfg.serialized(indent: 2, sortKeys: true) + "\n").utf8))] + sideFiles(ckpt)
         let size = try writeFolder(tensors, metadata: SafetensorsWriter.defaultMetadata, files: files, to: output, protecting: [input])
-        var notes = ["\(selected.count) Linear weights quantized to NF4 in blocks of \(blockSize)\(dq ? " with double quantization" : ""); lm_head and embeddings kept as they are (bitsandbytes' default)"]
-        if selected.contains(where: { $0.type != .dense(.f32) }) {
-            notes.append("weights were read as Float32 and quantized there; bitsandbytes' own arithmetic on \(selected.first { $0.type != .dense(.f32) }!.type.name) weights was not compared")
-        }
+        let notes = ["\(selected.count) Linear weights quantized to NF4 in blocks of \(blockSize)\(dq ? " with double quantization" : ""); lm_head and embeddings kept as they are (bitsandbytes' default)"]
         return QuantizeSummary(input: input, output: output, format: .nf4, mix: dq ? "NF4 (double quant)" : "NF4", rows: rows,
                                fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes)
     }
