@@ -80,6 +80,8 @@ struct Quantize: ParsableCommand {
             }
         }
         if doubleQuant && format != .nf4 { throw ValidationError("--double-quant applies to --format nf4 only") }
+        if format == .nf4 && bits != 4 { throw ValidationError("--format nf4 is 4-bit; leave --bits out (or 4)") }
+        if format != .gguf && mixName != nil { throw ValidationError("--type names a GGUF mix; it does not apply to --format \(format.rawValue)") }
         if format == .mlx && ![2, 3, 4, 5, 6, 8].contains(bits) { throw ValidationError("--format mlx takes --bits 2, 3, 4, 5, 6 or 8") }
         if let o = outputTensorType { _ = try parseType(o, "--output-tensor-type") }
         if let e = tokenEmbeddingType { _ = try parseType(e, "--token-embedding-type") }
