@@ -49,8 +49,10 @@ public struct EngineOptions: Sendable, Equatable {
     public static let transformersSDPA = EngineOptions(attentionSoftcapping: false)
 }
 
-/// The exact Float32 CPU reference engine for dense decoders. Matmuls go through BLAS, the other
-/// kernels are multithreaded; semantics follow transformers' eager implementation.
+/// The exact Float32 CPU reference engine for dense decoders: activations in Float32, weights
+/// dequantized exactly (`QuantizedLinear`: fused dequantize-and-dot for a few tokens, dequantized
+/// tiles through BLAS sgemm for more); the other kernels are multithreaded; semantics follow
+/// transformers' eager implementation.
 public final class Engine: Sendable {
     public let model: DenseDecoderModel
     public let options: EngineOptions
@@ -64,10 +66,12 @@ public final class Engine: Sendable {
 
     public func makeCache() -> KVCache { KVCache(layers: model.spec.layers.count) }
 
-    /// Opens any dense checkpoint (Hugging Face folder, .safetensors with config.json, GGUF) and
-    /// loads its weights in Float32 (GGUF block types dequantized exactly).
-    public static func load(_ path: String, options: EngineOptions = EngineOptions()) throws -> Engine {
-        Engine(model: try DenseDecoderModel.load(path: path), options: options)
+    /// Opens any dense checkpoint (Hugging Face folder, .safetensors with config.json, GGUF). Linear
+    /// weights stay in the file's encoding by default (`QuantizedLinear` over the mapped bytes,
+    /// dequantized exactly on the fly); `.float32` dequantizes them at load time instead.
+    public static func load(_ path: String, options: EngineOptions = EngineOptions(),
+                            storage: LinearStorage = .stored) throws -> Engine {
+        Engine(model: try DenseDecoderModel.load(path: path, storage: storage), options: options)
     }
 
     /// Runs `tokens` (positions cache.length …) through the model, appending to `cache` when given.
@@ -86,7 +90,7 @@ public final class Engine: Sendable {
         let start = cache.length
         let positions = (0..<T).map { start + $0 }
 
-        var h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale) // [T, D]
+        var h = try Engine.embed(tokens, w.embed, scale: spec.embedScale)                       // [T, D]
         let perLayerInputs = try perLayerInputs(tokens: tokens, embeddings: h)  // [T, L, P]
         var captured: [[Float]] = captureHiddenStates ? [h] : []
 
@@ -97,7 +101,7 @@ public final class Engine: Sendable {
             // Attention block.
             var x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.attnNorm, eps: spec.normEps, weighting: spec.normWeighting)
-            var q = Kernels.matmul(x, rows: T, inDim: D, weight: lw.q, outDim: H * Dh)   // [T, H, Dh]
+            var q = EngineProfile.shared.measure("qkv") { lw.q.apply(x, tokens: T) }                                              // [T, H, Dh]
             if let qn = lw.qNorm {
                 Kernels.rmsNorm(&q, rows: T * H, dim: Dh, weight: qn, eps: spec.normEps, weighting: spec.normWeighting)
             }
@@ -109,9 +113,9 @@ public final class Engine: Sendable {
                 kvLayer = source
             } else {
                 kvLayer = i
-                var k = Kernels.matmul(x, rows: T, inDim: D, weight: lw.k!, outDim: Hkv * Dh)  // [T, Hkv, Dh]
+                var k = EngineProfile.shared.measure("qkv") { lw.k!.apply(x, tokens: T) }                                           // [T, Hkv, Dh]
                 // Keys-as-values: v is the raw key projection, taken before k's norm and RoPE.
-                var v = layer.valueIsKey ? k : Kernels.matmul(x, rows: T, inDim: D, weight: lw.v!, outDim: Hkv * Dh)
+                var v = layer.valueIsKey ? k : EngineProfile.shared.measure("qkv") { lw.v!.apply(x, tokens: T) }
                 if let kn = lw.kNorm {
                     Kernels.rmsNorm(&k, rows: T * Hkv, dim: Dh, weight: kn, eps: spec.normEps, weighting: spec.normWeighting)
                 }
@@ -127,10 +131,10 @@ public final class Engine: Sendable {
             let S = start + T
             var attnOptions = layer.attention
             if !options.attentionSoftcapping { attnOptions.softcap = nil }
-            let attn = Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
+            let attn = EngineProfile.shared.measure("attention") { Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
                                          heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
-                                         options: attnOptions)                     // [T, H, Dh]
-            var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
+                                         options: attnOptions) }                     // [T, H, Dh]
+            var o = EngineProfile.shared.measure("o") { lw.o.apply(attn, tokens: T) }                                            // [T, D]
             if let n = lw.attnOutNorm {
                 Kernels.rmsNorm(&o, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
             }
@@ -139,11 +143,10 @@ public final class Engine: Sendable {
             // MLP block.
             x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.mlpNorm, eps: spec.normEps, weighting: spec.normWeighting)
-            let F = layer.intermediateSize
-            var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)        // [T, F]
-            let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
-            Kernels.gatedActivation(gate: &g, up: u, spec.activation)
-            var m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
+            var g = EngineProfile.shared.measure("gate/up") { lw.gate.apply(x, tokens: T) }                                            // [T, F]
+            let u = EngineProfile.shared.measure("gate/up") { lw.up.apply(x, tokens: T) }
+            EngineProfile.shared.measure("activation") { Kernels.gatedActivation(gate: &g, up: u, spec.activation) }
+            var m = EngineProfile.shared.measure("down") { lw.down.apply(g, tokens: T) }                                            // [T, D]
             if let n = lw.mlpOutNorm {
                 Kernels.rmsNorm(&m, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
             }
@@ -152,10 +155,10 @@ public final class Engine: Sendable {
             // Gemma 4 per-layer input: gate the hidden state with this layer's PLE slice.
             if let ple = spec.perLayerInput, let pli = perLayerInputs {
                 let P = ple.dim, L = spec.layers.count
-                var pg = Kernels.matmul(h, rows: T, inDim: D, weight: lw.perLayerGate!, outDim: P)  // [T, P]
+                var pg = lw.perLayerGate!.apply(h, tokens: T)                                  // [T, P]
                 Kernels.activate(&pg, spec.activation)
                 for t in 0..<T { for p in 0..<P { pg[t * P + p] *= pli[(t * L + i) * P + p] } }
-                var pp = Kernels.matmul(pg, rows: T, inDim: P, weight: lw.perLayerProjection!, outDim: D) // [T, D]
+                var pp = lw.perLayerProjection!.apply(pg, tokens: T)                           // [T, D]
                 Kernels.rmsNorm(&pp, rows: T, dim: D, weight: lw.perLayerNorm!, eps: spec.normEps, weighting: spec.normWeighting)
                 Kernels.add(&h, pp)
             }
@@ -167,8 +170,15 @@ public final class Engine: Sendable {
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         if captureHiddenStates { captured.append(h) }
         let R = T - logitsFrom
-        if logitsFrom > 0 { h = Array(h[(logitsFrom * D)...]) }                          // [R, D]
-        var logits = Kernels.matmul(h, rows: R, inDim: D, weight: w.lmHead, outDim: V)   // [R, V]
+        // [R, V], written whole by apply (no zero fill: at R = 256 this is 268 MB).
+        var logits = EngineProfile.shared.measure("output") {
+            [Float](unsafeUninitializedCapacity: R * V) { lp, count in
+                h.withUnsafeBufferPointer { hp in
+                    w.lmHead.apply(hp.baseAddress! + logitsFrom * D, tokens: R, into: lp.baseAddress!)
+                }
+                count = R * V
+            }
+        }
         if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
         return ForwardOutput(logits: logits, hiddenStates: captureHiddenStates ? captured : nil)
     }
@@ -178,15 +188,22 @@ public final class Engine: Sendable {
         let spec = model.spec, w = model.weights
         guard let ple = spec.perLayerInput else { return nil }
         let T = tokens.count, D = spec.hiddenSize, L = spec.layers.count, P = ple.dim
-        let tokenPart = try Kernels.embed(tokens: tokens, table: w.perLayerEmbed!, vocab: ple.vocabSize, dim: L * P,
-                                          scale: Float(Double(P).squareRoot()))               // [T, L·P]
-        var proj = Kernels.matmul(embeddings, rows: T, inDim: D, weight: w.perLayerModelProjection!, outDim: L * P)
+        let tokenPart = try Engine.embed(tokens, w.perLayerEmbed!, scale: Float(Double(P).squareRoot())) // [T, L·P]
+        var proj = w.perLayerModelProjection!.apply(embeddings, tokens: T)                              // [T, L·P]
         Kernels.scale(&proj, by: Float(pow(Double(D), -0.5)))
         Kernels.rmsNorm(&proj, rows: T * L, dim: P, weight: w.perLayerProjectionNorm!, eps: spec.normEps,
                         weighting: spec.normWeighting)
         Kernels.add(&proj, tokenPart)
         Kernels.scale(&proj, by: Float(pow(2.0, -0.5)))
         return proj
+    }
+
+    /// Embedding rows for `tokens` (dequantized exactly), each multiplied by `scale` when given.
+    /// table: [V, D] → [T, D]. Throws for a token outside the vocabulary.
+    static func embed(_ tokens: [Int], _ table: QuantizedLinear, scale: Float?) throws -> [Float] {
+        var out = try table.gatherRows(tokens)
+        if let scale { for i in out.indices { out[i] *= scale } }
+        return out
     }
 
     /// Mean next-token cross-entropy with labels = tokens, as transformers computes it for

@@ -137,8 +137,18 @@ public enum Kernels {
         var m = -Float.infinity
         for i in 0..<n where row[i] > m { m = row[i] }
         if m == -.infinity { for i in 0..<n { row[i] = 0 }; return }
-        var sum: Float = 0
-        for i in 0..<n { let e = Foundation.exp(row[i] - m); row[i] = e; sum += e }
+        // Vector exp (FastMath), 8 lanes of partial sums.
+        let raw = UnsafeMutableRawPointer(row), mv = SIMD8<Float>(repeating: m)
+        var acc = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            let e = FastMath.exp(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - mv)
+            raw.storeBytes(of: e, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            acc += e
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < n { let e = FastMath.exp(row[i] - m); row[i] = e; sum += e; i += 1 }
         let inv = 1 / sum
         for i in 0..<n { row[i] *= inv }
     }
@@ -153,6 +163,11 @@ public enum Kernels {
                      && v.count == k.count && kvHeads > 0 && heads % kvHeads == 0, "attention shape mismatch")
         let group = heads / kvHeads
         var out = [Float](repeating: 0, count: q.count)
+        if tokens >= attentionBLASMinTokens {
+            attentionBLAS(q: q, k: k, v: v, out: &out, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
+                          headDim: headDim, queryStart: queryStart, options: options)
+            return out
+        }
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
@@ -185,6 +200,65 @@ public enum Kernels {
             }
         }
         return out
+    }
+
+    /// From this many query rows on (prefill), attention runs as BLAS products per head and
+    /// block of query rows; below (decode), as dot products per row.
+    public static let attentionBLASMinTokens = 16
+    /// Query rows per block: each block multiplies only by the keys its rows can see, so the
+    /// causal mask wastes about blockRows / 2 keys per row.
+    static let attentionBlockRows = 64
+
+    /// Prefill attention: per query head and block of query rows, scores = Q·Kᵀ (sgemm over the
+    /// keys the block sees), scale / soft-cap / mask / softmax per row, then out = P·V (sgemm).
+    /// OpenBLAS threads each product; the blocks run in turn.
+    static func attentionBLAS(q: [Float], k: [Float], v: [Float], out: inout [Float], tokens: Int, keys: Int,
+                              heads: Int, kvHeads: Int, headDim: Int, queryStart: Int, options: AttentionOptions) {
+        let group = heads / kvHeads, Dh = headDim, B = attentionBlockRows
+        let qStride = heads * Dh, kvStride = kvHeads * Dh
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: B * keys)
+        defer { scores.deallocate() }
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        let qb = qp.baseAddress!, kb = kp.baseAddress!, vb = vp.baseAddress!, ob = op.baseAddress!
+                        var t0 = 0
+                        while t0 < tokens {
+                            let m = min(B, tokens - t0)
+                            let lo = visibleRange(position: queryStart + t0, keys: keys, window: options.window).0
+                            let hi = visibleRange(position: queryStart + t0 + m - 1, keys: keys, window: options.window).1
+                            let n = hi - lo
+                            if n > 0 {
+                                for h in 0..<heads {
+                                    let kvh = h / group
+                                    // scores[m, n] = Q[t0..<t0+m, h] · K[lo..<hi, kvh]ᵀ
+                                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(Dh),
+                                                1, qb + (t0 * heads + h) * Dh, Int32(qStride),
+                                                kb + (lo * kvHeads + kvh) * Dh, Int32(kvStride), 0, scores, Int32(n))
+                                    parallelFor(m, grain: max(1, 8192 / n)) { r in
+                                        let row = scores + r * n
+                                        let (a, b) = visibleRange(position: queryStart + t0 + r, keys: keys, window: options.window)
+                                        for j in 0..<n {
+                                            if j + lo < a || j + lo >= b { row[j] = -.infinity; continue }
+                                            var x = row[j] * options.scale
+                                            if let cap = options.softcap { x = Foundation.tanh(x / cap) * cap }
+                                            row[j] = x
+                                        }
+                                        softmaxRow(row, n)
+                                    }
+                                    // out[t0..<t0+m, h] = P[m, n] · V[lo..<hi, kvh]
+                                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(Dh), Int32(n),
+                                                1, scores, Int32(n), vb + (lo * kvHeads + kvh) * Dh, Int32(kvStride),
+                                                0, ob + (t0 * heads + h) * Dh, Int32(qStride))
+                                }
+                            }
+                            t0 += m
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The key positions [lo, hi) a query at `position` may attend to.
@@ -221,9 +295,35 @@ public enum Kernels {
         precondition(gate.count == up.count, "gatedActivation shape mismatch")
         gate.withUnsafeMutableBufferPointer { gp in
             up.withUnsafeBufferPointer { upp in
-                let g = gp.baseAddress!, u = upp.baseAddress!
-                parallelFor(gp.count, grain: 16384) { i in g[i] = activation(g[i], act) * u[i] }
+                let g = gp.baseAddress!, u = upp.baseAddress!, n = gp.count
+                let blocks = (n + 4095) / 4096
+                parallelFor(blocks, grain: 4) { b in
+                    let lo = b * 4096, hi = min(n, lo + 4096)
+                    var i = lo
+                    let gr = UnsafeMutableRawPointer(g), ur = UnsafeRawPointer(u)
+                    while i + 8 <= hi {
+                        let x = gr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                        let y = activationSIMD(x, act) * ur.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                        gr.storeBytes(of: y, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                        i += 8
+                    }
+                    while i < hi { g[i] = activationSIMD(SIMD8<Float>(repeating: g[i]), act)[0] * u[i]; i += 1 }
+                }
             }
+        }
+    }
+
+    /// The activation on 8 lanes through the vector exp, as a logistic: SiLU x / (1 + e⁻ˣ);
+    /// GELU-tanh ½x(1 + tanh z) = x / (1 + e⁻²ᶻ), z = √(2/π)(x + 0.044715x³) (the same function,
+    /// without tanh's cancellation near −1).
+    @inlinable @inline(__always)
+    static func activationSIMD(_ x: SIMD8<Float>, _ act: Activation) -> SIMD8<Float> {
+        switch act {
+        case .silu:
+            return x / (1 + FastMath.exp(-x))
+        case .geluTanh:
+            let z = SIMD8<Float>(repeating: 0.7978845608028654) * (x + 0.044715 * x * x * x)
+            return x / (1 + FastMath.exp(-2 * z))
         }
     }
 

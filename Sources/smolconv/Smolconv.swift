@@ -13,7 +13,7 @@ struct Smolconv: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Inspect.self, Convert.self, MoE.self, Pack.self, Unpack.self, Quantize.self,
-                      PerplexityCommand.self, Verify.self, Logits.self, Generate.self]
+                      PerplexityCommand.self, Verify.self, Logits.self, Generate.self, Bench.self]
     )
 }
 

@@ -120,8 +120,9 @@ struct SeededRandom {
     func attentionMatchesReference(options: AttentionOptions) {
         var rng = SeededRandom(5)
         let heads = 4, kvHeads = 2, headDim = 16
-        // Prefill (T = S) and decode-like (T = 3 rows at the end of S = 13 keys).
-        for (tokens, keys) in [(13, 13), (3, 13)] {
+        // Prefill (T = S) and decode-like (T = 3 rows at the end of S = 13 keys); from
+        // `attentionBLASMinTokens` rows on the BLAS path, over more than one block of rows.
+        for (tokens, keys) in [(13, 13), (3, 13), (70, 70), (20, 90)] {
             let q = rng.floats(tokens * heads * headDim, scale: 2)
             let k = rng.floats(keys * kvHeads * headDim, scale: 2)
             let v = rng.floats(keys * kvHeads * headDim)

@@ -69,38 +69,51 @@ public struct DenseDecoderSpec: Sendable, Equatable {
 }
 
 /// One layer's weights, named by role (HF names differ: Llama's `post_attention_layernorm` is the
-/// pre-MLP norm, Gemma's is the attention-output norm). Matrices in HF layout [out, in].
+/// pre-MLP norm, Gemma's is the attention-output norm). Matrices in HF layout [out, in], held as
+/// `QuantizedLinear` in the checkpoint's own encoding (or F32, see `LinearStorage`); norms in F32.
 public struct DecoderLayerWeights: Sendable {
     public var attnNorm: [Float]            // [D]
     public var attnOutNorm: [Float]?        // [D] sandwich
     public var mlpNorm: [Float]             // [D]
     public var mlpOutNorm: [Float]?         // [D] sandwich
-    public var q: [Float]                   // [H·Dh, D]
-    public var k: [Float]?                  // [Hkv·Dh, D] (nil for KV-shared layers)
-    public var v: [Float]?                  // [Hkv·Dh, D] (nil when shared or value = key)
-    public var o: [Float]                   // [D, H·Dh]
+    public var q: QuantizedLinear           // [H·Dh, D]
+    public var k: QuantizedLinear?          // [Hkv·Dh, D] (nil for KV-shared layers)
+    public var v: QuantizedLinear?          // [Hkv·Dh, D] (nil when shared or value = key)
+    public var o: QuantizedLinear           // [D, H·Dh]
     public var qNorm: [Float]?              // [Dh]
     public var kNorm: [Float]?              // [Dh]
-    public var gate: [Float]                // [F, D]
-    public var up: [Float]                  // [F, D]
-    public var down: [Float]                // [D, F]
-    public var perLayerGate: [Float]?       // [P, D]
-    public var perLayerProjection: [Float]? // [D, P]
+    public var gate: QuantizedLinear        // [F, D]
+    public var up: QuantizedLinear          // [F, D]
+    public var down: QuantizedLinear        // [D, F]
+    public var perLayerGate: QuantizedLinear?       // [P, D]
+    public var perLayerProjection: QuantizedLinear? // [D, P]
     public var perLayerNorm: [Float]?       // [D]
     public var layerScalar: Float
 }
 
 public struct DecoderWeights: Sendable {
-    public var embed: [Float]               // [V, D]
-    public var lmHead: [Float]              // [V, D] (the embedding when tied)
+    /// [V, D]; looked up with `gatherRows`. For tied models the same value as `lmHead` (one copy
+    /// of the bytes: a QuantizedLinear shares its storage).
+    public var embed: QuantizedLinear
+    public var lmHead: QuantizedLinear      // [V, D] (the embedding when tied)
     public var finalNorm: [Float]           // [D]
     public var layers: [DecoderLayerWeights]
-    public var perLayerEmbed: [Float]?      // [V_ple, L·P]
-    public var perLayerModelProjection: [Float]? // [L·P, D]
+    public var perLayerEmbed: QuantizedLinear?           // [V_ple, L·P]
+    public var perLayerModelProjection: QuantizedLinear? // [L·P, D]
     public var perLayerProjectionNorm: [Float]?  // [P]
 }
 
-/// A dense decoder with its weights in Float32, ready for `SmolEngine`.
+/// How the loader holds linear weights (and embeddings). Both compute exactly in F32 (activations
+/// F32, weights dequantized exactly); they differ only in summation order and memory.
+public enum LinearStorage: Sendable, Equatable {
+    /// In the checkpoint's encoding (GGUF block types, F16, BF16, F32), as views into the mapped
+    /// file where the layout allows: no F32 copy; dequantized on the fly by `QuantizedLinear`.
+    case stored
+    /// Dequantized to F32 arrays at load time (the original reference path; more memory).
+    case float32
+}
+
+/// A dense decoder with its weights resolved, ready for `SmolEngine`.
 public struct DenseDecoderModel: Sendable {
     public var spec: DenseDecoderSpec
     public var weights: DecoderWeights
@@ -111,24 +124,27 @@ public struct DenseDecoderModel: Sendable {
     }
 
     /// Reads `config.json` in `directory` and the weights from `source` (by HF names).
-    public static func load(configDirectory directory: URL, source: TensorSource) throws -> DenseDecoderModel {
-        try load(config: try ModelConfig.load(folder: directory), source: source)
+    public static func load(configDirectory directory: URL, source: TensorSource,
+                            storage: LinearStorage = .stored) throws -> DenseDecoderModel {
+        try load(config: try ModelConfig.load(folder: directory), source: source, storage: storage)
     }
 
-    public static func load(config: ModelConfig, source: TensorSource) throws -> DenseDecoderModel {
-        try load(config: config, weights: DirectWeightReader(source))
+    public static func load(config: ModelConfig, source: TensorSource,
+                            storage: LinearStorage = .stored) throws -> DenseDecoderModel {
+        try load(config: config, weights: DirectWeightReader(source), storage: storage)
     }
 
     /// The configuration's architecture, with weights read by HF name from `weights` (a GGUF file
     /// is read through `GGUFWeightReader`, which may also pick the norm convention).
-    public static func load(config: ModelConfig, weights reader: HFWeightReader) throws -> DenseDecoderModel {
+    public static func load(config: ModelConfig, weights reader: HFWeightReader,
+                            storage: LinearStorage = .stored) throws -> DenseDecoderModel {
         guard let arch = DenseArchitectures.table[config.modelType] else {
             throw SmolError(.unsupported, file: config.file, at: "model_type",
                             "no dense architecture for model_type '\(config.modelType)' (known: \(DenseArchitectures.table.keys.sorted().joined(separator: ", ")))")
         }
         var spec = try arch.spec(config)
         spec.normWeighting = try reader.normWeighting(for: spec.normWeighting)
-        let weights = try DecoderWeightLoader(spec: spec, reader: reader, names: arch.names).load()
+        let weights = try DecoderWeightLoader(spec: spec, reader: reader, names: arch.names, storage: storage).load()
         return DenseDecoderModel(spec: spec, weights: weights)
     }
 }
@@ -209,8 +225,27 @@ struct DecoderWeightLoader {
     let spec: DenseDecoderSpec
     let reader: HFWeightReader
     let names: DecoderTensorNames
+    let storage: LinearStorage
 
     func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
+        try checkShape(name, shape)
+        return try reader.floats(hf: name)
+    }
+
+    /// A matrix [rows, cols] as a linear weight (in the file's encoding for `.stored`).
+    func linear(_ name: String, _ shape: [Int]) throws -> QuantizedLinear {
+        try checkShape(name, shape)
+        switch storage {
+        case .stored: return try reader.linear(hf: name)
+        case .float32: return QuantizedLinear(f32: try reader.floats(hf: name), rows: shape[0], cols: shape[1])
+        }
+    }
+
+    func optionalLinear(_ name: String, _ shape: [Int]) throws -> QuantizedLinear? {
+        reader.shape(hf: name) == nil ? nil : try linear(name, shape)
+    }
+
+    func checkShape(_ name: String, _ shape: [Int]) throws {
         guard let found = reader.shape(hf: name) else {
             throw SmolError(.malformed, file: reader.path, at: "tensor '\(reader.displayName(hf: name))'",
                             "tensor not found (needed by \(spec.modelType))")
@@ -219,7 +254,6 @@ struct DecoderWeightLoader {
             throw SmolError(.mismatch, file: reader.path, at: "tensor '\(reader.displayName(hf: name))'",
                             "shape \(found), the configuration implies \(shape)")
         }
-        return try reader.floats(hf: name)
     }
 
     func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
@@ -228,9 +262,9 @@ struct DecoderWeightLoader {
 
     func load() throws -> DecoderWeights {
         let D = spec.hiddenSize, V = spec.vocabSize
-        let embed = try tensor(names.embed, [V, D])
-        let lmHead: [Float]
-        if let head = try optional(names.lmHead, [V, D]), !spec.tiedEmbeddings {
+        let embed = try linear(names.embed, [V, D])
+        let lmHead: QuantizedLinear
+        if !spec.tiedEmbeddings, let head = try optionalLinear(names.lmHead, [V, D]) {
             lmHead = head
         } else if spec.tiedEmbeddings {
             lmHead = embed
@@ -248,15 +282,15 @@ struct DecoderWeightLoader {
                 attnOutNorm: nil,
                 mlpNorm: try tensor(n(l.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), [D]),
                 mlpOutNorm: nil,
-                q: try tensor(n("self_attn.q_proj.weight"), [qDim, D]),
-                k: shared ? nil : try tensor(n("self_attn.k_proj.weight"), [kvDim, D]),
-                v: (shared || l.valueIsKey) ? nil : try tensor(n("self_attn.v_proj.weight"), [kvDim, D]),
-                o: try tensor(n("self_attn.o_proj.weight"), [D, qDim]),
+                q: try linear(n("self_attn.q_proj.weight"), [qDim, D]),
+                k: shared ? nil : try linear(n("self_attn.k_proj.weight"), [kvDim, D]),
+                v: (shared || l.valueIsKey) ? nil : try linear(n("self_attn.v_proj.weight"), [kvDim, D]),
+                o: try linear(n("self_attn.o_proj.weight"), [D, qDim]),
                 qNorm: l.qkNorm ? try tensor(n("self_attn.q_norm.weight"), [l.headDim]) : nil,
                 kNorm: (l.qkNorm && !shared) ? try tensor(n("self_attn.k_norm.weight"), [l.headDim]) : nil,
-                gate: try tensor(n("mlp.gate_proj.weight"), [F, D]),
-                up: try tensor(n("mlp.up_proj.weight"), [F, D]),
-                down: try tensor(n("mlp.down_proj.weight"), [D, F]),
+                gate: try linear(n("mlp.gate_proj.weight"), [F, D]),
+                up: try linear(n("mlp.up_proj.weight"), [F, D]),
+                down: try linear(n("mlp.down_proj.weight"), [D, F]),
                 perLayerGate: nil, perLayerProjection: nil, perLayerNorm: nil,
                 layerScalar: 1)
             if l.sandwichNorms {
@@ -264,8 +298,8 @@ struct DecoderWeightLoader {
                 w.mlpOutNorm = try tensor(n("post_feedforward_layernorm.weight"), [D])
             }
             if let ple = spec.perLayerInput {
-                w.perLayerGate = try tensor(n("per_layer_input_gate.weight"), [ple.dim, D])
-                w.perLayerProjection = try tensor(n("per_layer_projection.weight"), [D, ple.dim])
+                w.perLayerGate = try linear(n("per_layer_input_gate.weight"), [ple.dim, D])
+                w.perLayerProjection = try linear(n("per_layer_projection.weight"), [D, ple.dim])
                 w.perLayerNorm = try tensor(n("post_per_layer_input_norm.weight"), [D])
             }
             if l.hasLayerScalar, let s = try optional(n("layer_scalar"), [1]) { w.layerScalar = s[0] }
@@ -274,8 +308,8 @@ struct DecoderWeightLoader {
         var weights = DecoderWeights(embed: embed, lmHead: lmHead, finalNorm: finalNorm, layers: layers)
         if let ple = spec.perLayerInput {
             let L = spec.layers.count
-            weights.perLayerEmbed = try tensor(names.prefix + "embed_tokens_per_layer.weight", [ple.vocabSize, L * ple.dim])
-            weights.perLayerModelProjection = try tensor(names.prefix + "per_layer_model_projection.weight", [L * ple.dim, D])
+            weights.perLayerEmbed = try linear(names.prefix + "embed_tokens_per_layer.weight", [ple.vocabSize, L * ple.dim])
+            weights.perLayerModelProjection = try linear(names.prefix + "per_layer_model_projection.weight", [L * ple.dim, D])
             weights.perLayerProjectionNorm = try tensor(names.prefix + "per_layer_projection_norm.weight", [ple.dim])
         }
         return weights

@@ -18,11 +18,35 @@ public protocol HFWeightReader: Sendable {
     func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting
     /// The name as the file spells it (GGUF name for GGUF files), for messages.
     func displayName(hf name: String) -> String
+    /// A 2-D weight [rows, cols] in HF layout as a linear layer, kept in the checkpoint's encoding
+    /// where `QuantizedLinear` has a kernel for it (no F32 copy), else dequantized to F32.
+    func linear(hf name: String) throws -> QuantizedLinear
 }
 
 extension HFWeightReader {
     public func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting { architecture }
     public func displayName(hf name: String) -> String { name }
+    public func linear(hf name: String) throws -> QuantizedLinear { try float32Linear(hf: name) }
+
+    /// The weight dequantized to F32 (encodings without a matmul kernel, permuted layouts).
+    func float32Linear(hf name: String) throws -> QuantizedLinear {
+        guard let shape = shape(hf: name), shape.count == 2 else {
+            throw SmolError(.malformed, file: path, at: "tensor '\(displayName(hf: name))'", "not a matrix")
+        }
+        return QuantizedLinear(f32: try floats(hf: name), rows: shape[0], cols: shape[1])
+    }
+}
+
+/// A tensor of `source` as a linear weight over its (mapped) bytes, or nil when no kernel takes
+/// its encoding or it is not a whole number of blocks per row.
+func storedLinear(_ source: TensorSource, _ name: String, displayName: String) throws -> QuantizedLinear? {
+    guard let info = source.info(name), info.shape.count == 2, let ggml = info.type.ggmlType,
+          QuantKernelTypes.supported.contains(ggml), info.shape[1] % ggml.blockLayout.elements == 0 else { return nil }
+    do {
+        return try QuantizedLinear(info, bytes: try source.tensorBytes(name))
+    } catch let e as SmolError where e.file == nil {
+        throw SmolError(e.kind, file: source.path, at: "tensor '\(displayName)'", e.message)
+    }
 }
 
 /// A checkpoint that already uses HF names (safetensors file or folder).
@@ -32,6 +56,9 @@ public struct DirectWeightReader: HFWeightReader {
     public var path: String { source.path }
     public func shape(hf name: String) -> [Int]? { source.info(name)?.shape }
     public func floats(hf name: String) throws -> [Float] { try loadFloat(source, name) }
+    public func linear(hf name: String) throws -> QuantizedLinear {
+        try storedLinear(source, name, displayName: name) ?? float32Linear(hf: name)
+    }
 }
 
 /// A GGUF file read through an architecture's `GGUFArchitectureMapping`: llama.cpp names become HF
@@ -83,6 +110,33 @@ public struct GGUFWeightReader: HFWeightReader {
         return .multiply
     }
 
+    public func linear(hf name: String) throws -> QuantizedLinear {
+        guard let g = mapping.ggufName(hf: name), file.tensor(g) != nil else {
+            throw SmolError(.malformed, file: file.path, at: "tensor '\(displayName(hf: name))'", "tensor not found")
+        }
+        guard let stored = try storedLinear(file, g, displayName: g) else { return try float32Linear(hf: name) }
+        switch mapping.transform(hf: name, config: config) {
+        case .none, .addOne:
+            return stored
+        case .ropePermute:
+            // The permutation moves whole rows: apply it to the encoded rows (exact, same bytes
+            // per row) rather than to an F32 copy. Row r of the HF weight is GGUF row perm[r].
+            var perm = (0..<stored.rows).map(Float.init)
+            try mapping.fromGGUF(gguf: g, values: &perm, shape: [stored.rows], config: config)
+            let rowBytes = stored.rowBytes
+            var out = [UInt8](repeating: 0, count: stored.bytes.count)
+            stored.bytes.withUnsafeBytes { src in
+                out.withUnsafeMutableBytes { dst in
+                    for (r, p) in perm.enumerated() {
+                        dst.baseAddress!.advanced(by: r * rowBytes)
+                            .copyMemory(from: src.baseAddress!.advanced(by: Int(p) * rowBytes), byteCount: rowBytes)
+                    }
+                }
+            }
+            return try QuantizedLinear(type: stored.type, rows: stored.rows, cols: stored.cols, bytes: TensorBytes(out), name: g)
+        }
+    }
+
     public func floats(hf name: String) throws -> [Float] {
         guard let g = mapping.ggufName(hf: name), let info = file.tensor(g) else {
             throw SmolError(.malformed, file: file.path, at: "tensor '\(displayName(hf: name))'", "tensor not found")
@@ -104,22 +158,22 @@ extension DenseDecoderModel {
     /// Loads any dense checkpoint `Checkpoint.open` accepts: a Hugging Face folder or a
     /// .safetensors file with config.json beside it (HF names), or a GGUF file (configuration
     /// from its metadata, tensors through the architecture's name map, dequantized exactly).
-    public static func load(checkpoint ckpt: Checkpoint) throws -> DenseDecoderModel {
+    public static func load(checkpoint ckpt: Checkpoint, storage: LinearStorage = .stored) throws -> DenseDecoderModel {
         switch ckpt.format {
         case .gguf:
             let reader = try GGUFWeightReader(file: ckpt.gguf!)
-            return try load(config: reader.config, weights: reader)
+            return try load(config: reader.config, weights: reader, storage: storage)
         case .huggingFace, .safetensors:
             guard let json = ckpt.config else {
                 throw SmolError(.invalidArgument, file: ckpt.path, "no config.json next to the weights: cannot tell the architecture")
             }
             let configPath = ((ckpt.folder ?? ckpt.path) as NSString).appendingPathComponent("config.json")
-            return try load(config: try ModelConfig(json: json, file: configPath), source: ckpt.source)
+            return try load(config: try ModelConfig(json: json, file: configPath), source: ckpt.source, storage: storage)
         }
     }
 
     /// `Checkpoint.open(path)` then `load(checkpoint:)`.
-    public static func load(path: String) throws -> DenseDecoderModel {
-        try load(checkpoint: try Checkpoint.open(path))
+    public static func load(path: String, storage: LinearStorage = .stored) throws -> DenseDecoderModel {
+        try load(checkpoint: try Checkpoint.open(path), storage: storage)
     }
 }
