@@ -196,3 +196,28 @@ struct SeededRandom {
         #expect(throws: SmolError.self) { try Kernels.embed(tokens: [3], table: table, vocab: 3, dim: 2, scale: nil) }
     }
 }
+
+/// FastMath.exp against the C library's expf (correctly rounded in practice): within 2 ulp over
+/// the normal range, 0 below it, +∞ above it.
+@Suite struct FastMathTests {
+    static let maxUlps: Float = 2
+
+    @Test func expMatchesLibm() {
+        var worst: Float = 0
+        var x: Float = -87.3
+        while x <= 88 {
+            let lanes = SIMD8<Float>((0..<8).map { x + Float($0) * 0.0013 })
+            let fast = FastMath.exp(lanes)
+            for i in 0..<8 where lanes[i] <= 88 {
+                let ref = Foundation.exp(lanes[i])
+                worst = max(worst, abs(fast[i] - ref) / ref.ulp)
+            }
+            x += 0.0117
+        }
+        #expect(worst <= Self.maxUlps, "worst error \(worst) ulp")
+        #expect(FastMath.exp(-100) == 0)
+        #expect(FastMath.exp(-Float.infinity) == 0)
+        #expect(FastMath.exp(89) == .infinity)
+        #expect(FastMath.exp(0) == 1)
+    }
+}
