@@ -13,6 +13,8 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// Kept open for in-kernel copies (`OutputFile.write` copies mapped views with sendfile).
+    let descriptor: Int32
 
     public init(path: String) throws {
         self.path = path
@@ -20,7 +22,8 @@ public final class MappedFile: @unchecked Sendable {
         guard fd >= 0 else {
             throw SmolError(.io, file: path, "cannot open: \(String(cString: strerror(errno)))")
         }
-        defer { close(fd) }
+        var keep = false
+        defer { if !keep { close(fd) } }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw SmolError(.io, file: path, "cannot stat: \(String(cString: strerror(errno)))")
@@ -31,6 +34,7 @@ public final class MappedFile: @unchecked Sendable {
         size = Int(st.st_size)
         if size == 0 {
             base = nil
+            descriptor = -1
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
@@ -38,10 +42,19 @@ public final class MappedFile: @unchecked Sendable {
             throw SmolError(.io, file: path, "cannot mmap \(size) bytes: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(p)
+        descriptor = fd
+        keep = true
+    }
+
+    /// The file offset of a view into this map, or nil if it is not one.
+    func offset(of view: UnsafeRawBufferPointer) -> Int? {
+        guard let base, let p = view.baseAddress, p >= base, p + view.count <= base + size else { return nil }
+        return p - base
     }
 
     deinit {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        if descriptor >= 0 { close(descriptor) }
     }
 
     /// A bounds-checked view of `count` bytes at `offset`.

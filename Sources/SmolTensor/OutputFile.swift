@@ -72,7 +72,39 @@ public final class OutputFile {
     /// Writes a tensor's bytes chunk by chunk (mapped views drop their pages as they go; streamed
     /// tensors are produced as they are written).
     public func write(_ bytes: TensorBytes) throws {
+        if let src = bytes.mappedSource, src.count >= bufferLimit, try copyInKernel(src.file, offset: src.offset, count: src.count) {
+            return
+        }
         try bytes.forEachChunk { try write($0) }
+    }
+
+    /// Copies a range of a mapped input file with sendfile(2) (an in-kernel copy, as cp does): the bytes never
+    /// pass through this process's memory. Returns false (nothing written) where the kernel or the
+    /// file systems cannot, so the caller falls back to ordinary writes.
+    private func copyInKernel(_ file: MappedFile, offset: Int, count: Int) throws -> Bool {
+        #if os(Linux)
+        try flushBuffer()
+        var inOff = off_t(offset)
+        var done = 0
+        while done < count {
+            let n = sendfile(fd, file.descriptor, &inOff, count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if done == 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL || errno == EBADF) {
+                    return false
+                }
+                throw SmolError(.io, file: path, "copy failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 {
+                throw SmolError(.io, file: path, "copy stopped after \(done) of \(count) bytes (input truncated?)")
+            }
+            done += n
+        }
+        bytesWritten += count
+        return true
+        #else
+        return false
+        #endif
     }
 
     public func writeZeros(_ n: Int) throws {

@@ -111,6 +111,12 @@ public struct TensorBytes: @unchecked Sendable {
         try owned!.withUnsafeBytes { try body($0) }
     }
 
+    /// For a view into a memory-mapped file: the file and the view's offset in it (for in-kernel copies).
+    var mappedSource: (file: MappedFile, offset: Int, count: Int)? {
+        guard let view, let file = owner as? MappedFile, let o = file.offset(of: view) else { return nil }
+        return (file, o, view.count)
+    }
+
     /// Copies into an array (small tensors, tests).
     public var array: [UInt8] { withUnsafeBytes { Array($0) } }
 }
