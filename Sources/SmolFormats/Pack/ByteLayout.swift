@@ -120,8 +120,8 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
         var base = 0
         for g in groups {
             let m = g.length / g.width
-            if rotate && g.width > 1 {
-                Self.splitRotated(s + g.start, stride: recordSize, records: n, elements: m, width: g.width, into: d + base)
+            if g.width > 1 && (rotate || (recordSize == g.width && [2, 4, 8].contains(g.width))) {
+                Self.splitRotated(s + g.start, stride: recordSize, records: n, elements: m, width: g.width, by: rotate ? 1 : 0, into: d + base)
             } else if g.width == 1 {
                 // One plane: the field's bytes, record after record.
                 for r in 0..<n { (d + base + r * g.length).update(from: s + r * recordSize + g.start, count: g.length) }
@@ -155,8 +155,8 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
         var base = 0
         for g in groups {
             let m = g.length / g.width
-            if rotate && g.width > 1 {
-                Self.mergeRotated(s + base, stride: recordSize, records: n, elements: m, width: g.width, into: d + g.start)
+            if g.width > 1 && (rotate || (recordSize == g.width && [2, 4, 8].contains(g.width))) {
+                Self.mergeRotated(s + base, stride: recordSize, records: n, elements: m, width: g.width, by: rotate ? 1 : 0, into: d + g.start)
             } else if g.width == 1 {
                 for r in 0..<n { (d + r * recordSize + g.start).update(from: s + base + r * g.length, count: g.length) }
             } else if m == 1 && g.width == 2 {
@@ -178,19 +178,45 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Rotated split of one group: element e of record r (width bytes at src + r·stride + e·width)
-    /// rotated left by one bit; its byte k goes to plane k at index r·elements + e.
+    /// Split of one group of 2-, 4- or 8-byte elements: element e of record r (width bytes at
+    /// src + r·stride + e·width) rotated left by `by` bits (1, or 0 for plain planes); its byte k
+    /// goes to plane k at index r·elements + e. Wrapping index arithmetic (sizes are bounded by the
+    /// chunk) so the dense loops vectorize.
     private static func splitRotated(_ src: UnsafePointer<UInt8>, stride: Int, records n: Int, elements m: Int, width: Int,
-                                     into dst: UnsafeMutablePointer<UInt8>) {
+                                     by k: Int, into dst: UnsafeMutablePointer<UInt8>) {
+        let k16 = UInt16(k), k32 = UInt32(k), k64 = UInt64(k)
         let plane = n * m
         let raw = UnsafeRawPointer(src)
+        if stride == width && m == 1 {
+            // Dense elements back to back: straight loops the compiler vectorizes.
+            switch width {
+            case 2:
+                let p0 = dst, p1 = dst + plane
+                for i in 0..<n {
+                    let v = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 &* i, as: UInt16.self))
+                    let x = (v &<< k16) | (v &>> (16 &- k16))
+                    p0[i] = UInt8(truncatingIfNeeded: x); p1[i] = UInt8(truncatingIfNeeded: x &>> 8)
+                }
+                return
+            case 4:
+                let p0 = dst, p1 = p0 + plane, p2 = p1 + plane, p3 = p2 + plane
+                for i in 0..<n {
+                    let v = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 &* i, as: UInt32.self))
+                    let x = (v &<< k32) | (v &>> (32 &- k32))
+                    p0[i] = UInt8(truncatingIfNeeded: x); p1[i] = UInt8(truncatingIfNeeded: x &>> 8)
+                    p2[i] = UInt8(truncatingIfNeeded: x &>> 16); p3[i] = UInt8(truncatingIfNeeded: x &>> 24)
+                }
+                return
+            default: break
+            }
+        }
         switch width {
         case 2:
             let p0 = dst, p1 = dst + plane
             for r in 0..<n {
                 for e in 0..<m {
                     let v = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: r * stride + e * 2, as: UInt16.self))
-                    let x = (v &<< 1) | (v &>> 15)
+                    let x = (v &<< k16) | (v &>> (16 &- k16))
                     p0[r * m + e] = UInt8(truncatingIfNeeded: x); p1[r * m + e] = UInt8(truncatingIfNeeded: x &>> 8)
                 }
             }
@@ -199,7 +225,7 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
             for r in 0..<n {
                 for e in 0..<m {
                     let v = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: r * stride + e * 4, as: UInt32.self))
-                    let x = (v &<< 1) | (v &>> 31), i = r * m + e
+                    let x = (v &<< k32) | (v &>> (32 &- k32)), i = r * m + e
                     p0[i] = UInt8(truncatingIfNeeded: x); p1[i] = UInt8(truncatingIfNeeded: x &>> 8)
                     p2[i] = UInt8(truncatingIfNeeded: x &>> 16); p3[i] = UInt8(truncatingIfNeeded: x &>> 24)
                 }
@@ -208,7 +234,7 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
             for r in 0..<n {
                 for e in 0..<m {
                     let v = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: r * stride + e * 8, as: UInt64.self))
-                    let x = (v &<< 1) | (v &>> 63), i = r * m + e
+                    let x = (v &<< k64) | (v &>> (64 &- k64)), i = r * m + e
                     for k in 0..<8 { dst[k * plane + i] = UInt8(truncatingIfNeeded: x &>> UInt64(8 * k)) }
                 }
             }
@@ -217,9 +243,30 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
 
     /// The inverse of `splitRotated`.
     private static func mergeRotated(_ src: UnsafePointer<UInt8>, stride: Int, records n: Int, elements m: Int, width: Int,
-                                     into dst: UnsafeMutablePointer<UInt8>) {
+                                     by k: Int, into dst: UnsafeMutablePointer<UInt8>) {
+        let k16 = UInt16(k), k32 = UInt32(k), k64 = UInt64(k)
         let plane = n * m
         let raw = UnsafeMutableRawPointer(dst)
+        if stride == width && m == 1 {
+            // Dense elements back to back (BF16/F16/F32 tensors): vectorizable loops.
+            switch width {
+            case 2:
+                let p0 = src, p1 = src + plane
+                for i in 0..<n {
+                    let x = UInt16(p0[i]) | UInt16(p1[i]) &<< 8
+                    raw.storeBytes(of: ((x &>> k16) | (x &<< (16 &- k16))).littleEndian, toByteOffset: 2 &* i, as: UInt16.self)
+                }
+                return
+            case 4:
+                let p0 = src, p1 = p0 + plane, p2 = p1 + plane, p3 = p2 + plane
+                for i in 0..<n {
+                    let x = UInt32(p0[i]) | UInt32(p1[i]) &<< 8 | UInt32(p2[i]) &<< 16 | UInt32(p3[i]) &<< 24
+                    raw.storeBytes(of: ((x &>> k32) | (x &<< (32 &- k32))).littleEndian, toByteOffset: 4 &* i, as: UInt32.self)
+                }
+                return
+            default: break
+            }
+        }
         switch width {
         case 2:
             let p0 = src, p1 = src + plane
@@ -227,7 +274,7 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
                 for e in 0..<m {
                     let i = r * m + e
                     let x = UInt16(p0[i]) | UInt16(p1[i]) &<< 8
-                    raw.storeBytes(of: ((x &>> 1) | (x &<< 15)).littleEndian, toByteOffset: r * stride + e * 2, as: UInt16.self)
+                    raw.storeBytes(of: ((x &>> k16) | (x &<< (16 &- k16))).littleEndian, toByteOffset: r * stride + e * 2, as: UInt16.self)
                 }
             }
         case 4:
@@ -236,7 +283,7 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
                 for e in 0..<m {
                     let i = r * m + e
                     let x = UInt32(p0[i]) | UInt32(p1[i]) &<< 8 | UInt32(p2[i]) &<< 16 | UInt32(p3[i]) &<< 24
-                    raw.storeBytes(of: ((x &>> 1) | (x &<< 31)).littleEndian, toByteOffset: r * stride + e * 4, as: UInt32.self)
+                    raw.storeBytes(of: ((x &>> k32) | (x &<< (32 &- k32))).littleEndian, toByteOffset: r * stride + e * 4, as: UInt32.self)
                 }
             }
         default: // 8
@@ -245,7 +292,7 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
                     let i = r * m + e
                     var x: UInt64 = 0
                     for k in 0..<8 { x |= UInt64(src[k * plane + i]) &<< UInt64(8 * k) }
-                    raw.storeBytes(of: ((x &>> 1) | (x &<< 63)).littleEndian, toByteOffset: r * stride + e * 8, as: UInt64.self)
+                    raw.storeBytes(of: ((x &>> k64) | (x &<< (64 &- k64))).littleEndian, toByteOffset: r * stride + e * 8, as: UInt64.self)
                 }
             }
         }

@@ -255,6 +255,21 @@ public enum SmolPack {
 
     // MARK: - Unpack
 
+    /// Decodes every chunk of a pack and checks it against its checksum, writing nothing (the
+    /// decoding cost of `unpack` without the disk). `rawBytes` is what an unpack would write.
+    public static func verify(input: String, progress: Progress? = nil) throws -> PackSummary {
+        let start = Date()
+        let pack = try PackedCheckpoint(path: input)
+        let total = pack.originalSize
+        var done = 0
+        for mi in pack.index.members.indices {
+            try pack.write(member: mi, to: nil) { n in done += n; progress?(done, total) }
+        }
+        return PackSummary(input: input, output: "", kind: pack.index.kind, files: pack.index.members.count,
+                           tensors: pack.tensorInfos.count, rawBytes: total, packedBytes: pack.file.size,
+                           seconds: Date().timeIntervalSince(start))
+    }
+
     /// Restores the packed file or folder at `output`, byte for byte. `output` must not exist.
     public static func unpack(input: String, output: String, progress: Progress? = nil) throws -> PackSummary {
         let start = Date()
