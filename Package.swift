@@ -30,7 +30,7 @@ let package = Package(
         // MoE expert layouts (per-expert, trainable, GGUF): byte-exact restructuring with accounting.
         // Above SmolModels because it reads ModelConfig and extends its GGUF name tables.
         .target(name: "SmolMoE", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolModels"]),
-        .target(name: "SmolEngine", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolTokenizer", "SmolModels"]),
+        .target(name: "SmolEngine", dependencies: ["SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolMoE"]),
         .target(name: "SmolConvert", dependencies: ["SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolMoE", "SmolEngine"]),
         .executableTarget(name: "smolconv", dependencies: [
             "SmolConvert", "SmolEngine", "SmolTensor", "SmolFormats", "SmolQuant", "SmolTokenizer", "SmolModels", "SmolMoE",
@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "SmolMoETests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolMoE"]),
         .testTarget(name: "SmolConvertTests", dependencies: ["SmolTestSupport", "SmolConvert", "SmolTensor", "SmolFormats", "SmolModels"]),
         .testTarget(name: "SmolKernelsTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolKernels"]),
-        .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolModels", "SmolEngine"]),
+        .testTarget(name: "SmolEngineTests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "SmolKernels", "SmolQuant", "SmolModels", "SmolMoE", "SmolEngine"]),
         .testTarget(name: "CLITests", dependencies: ["SmolTestSupport", "SmolTensor", "SmolFormats", "smolconv"]),
     ]
 )

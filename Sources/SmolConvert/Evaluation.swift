@@ -3,6 +3,7 @@ import SmolEngine
 import SmolFormats
 import SmolModels
 import SmolTensor
+import SmolTokenizer
 
 /// Inputs of the evaluation commands (perplexity, verify, logits, generate): token ids from a
 /// list or a text, and the model's BOS convention.
@@ -76,7 +77,23 @@ extension EvaluationInput {
     /// Tokenizes `text` with the checkpoint's own tokenizer, BOS first when the model adds one
     /// (llama.cpp's `common_tokenize(ctx, text, add_special = true)`).
     public static func tokenize(_ text: String, checkpoint: Checkpoint) throws -> [Int] {
-        throw SmolError(.unsupported, file: checkpoint.path, "tokenizer not available yet; pass token ids with --tokens")
+        try codec(for: checkpoint).encode(text)
+    }
+
+    /// The checkpoint's own tokenizer: GGUF `tokenizer.ggml.*` metadata, or the folder's
+    /// tokenizer.json (+ tokenizer_config.json).
+    public static func tokenizer(for checkpoint: Checkpoint) throws -> Tokenizer {
+        if let g = checkpoint.gguf {
+            guard g.metadata.contains("tokenizer.ggml.model") else {
+                throw SmolError(.invalidArgument, file: checkpoint.path, "this GGUF carries no tokenizer (no tokenizer.ggml.* metadata); pass token ids with --tokens")
+            }
+            return try Tokenizer.fromGGUF(g.metadata, file: checkpoint.path)
+        }
+        guard let folder = checkpoint.folder,
+              FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent("tokenizer.json")) else {
+            throw SmolError(.invalidArgument, file: checkpoint.path, "no tokenizer.json next to the weights; pass token ids with --tokens")
+        }
+        return try Tokenizer.fromHuggingFace(folder: URL(fileURLWithPath: folder))
     }
 }
 
@@ -121,6 +138,11 @@ public struct TextCodec: Sendable {
 extension EvaluationInput {
     /// The checkpoint's tokenizer.
     public static func codec(for checkpoint: Checkpoint) throws -> TextCodec {
-        throw SmolError(.unsupported, file: checkpoint.path, "tokenizer not available yet")
+        let t = try tokenizer(for: checkpoint)
+        var stops = Set(t.endOfGenerationIDs.map { Int($0) })
+        if let e = t.eosID { stops.insert(Int(e)) }
+        return TextCodec(encode: { text in t.encode(text).map { Int($0) } },
+                         decode: { ids in t.decodeBytes(ids.map { Int32($0) }) },
+                         stopTokens: stops, bos: t.addBOS ? t.bosID.map { Int($0) } : nil)
     }
 }

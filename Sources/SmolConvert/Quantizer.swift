@@ -20,8 +20,10 @@ public struct QuantizeOptions: Sendable {
     public var mix: QuantMix?
     /// 2…8; the GGUF default mix for 4 bits is Q4_K_M.
     public var bits: Int = 4
-    /// MLX group size / NF4 block size.
+    /// MLX group size (default 64) / NF4 block size (default 64).
     public var groupSize: Int?
+    /// NF4: bitsandbytes' double quantization (`bnb_4bit_use_double_quant`) of the block absmax.
+    public var doubleQuant = false
     public var overrides = QuantOverrides()
 
     public init() {}
@@ -85,8 +87,8 @@ public enum Quantizer {
                                 progress: Converter.Progress? = nil) throws -> QuantizeSummary {
         switch options.format {
         case .gguf: return try quantizeToGGUF(input: input, output: output, options: options, progress: progress)
-        case .mlx, .nf4:
-            throw SmolError(.unsupported, file: output, "--format \(options.format.rawValue) is not available yet; use --format gguf")
+        case .mlx: return try quantizeToMLX(input: input, output: output, options: options, progress: progress)
+        case .nf4: return try quantizeToNF4(input: input, output: output, options: options, progress: progress)
         }
     }
 

@@ -40,9 +40,12 @@ public struct EngineOptions: Sendable, Equatable {
     /// silently drops it, so reproducing outputs of a plain `from_pretrained` model (such as the
     /// test fixtures) needs `false`.
     public var attentionSoftcapping: Bool
+    /// MoE layers: the grouped expert kernel, or its per-token reference twin (tests, benchmarks).
+    public var expertKernel: ExpertKernel
 
-    public init(attentionSoftcapping: Bool = true) {
+    public init(attentionSoftcapping: Bool = true, expertKernel: ExpertKernel = .grouped) {
         self.attentionSoftcapping = attentionSoftcapping
+        self.expertKernel = expertKernel
     }
 
     /// What transformers 5 computes with its default attention implementation (SDPA).
@@ -98,11 +101,14 @@ public final class Engine: Sendable {
             var x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.attnNorm, eps: spec.normEps, weighting: spec.normWeighting)
             var q = Kernels.matmul(x, rows: T, inDim: D, weight: lw.q, outDim: H * Dh)   // [T, H, Dh]
+            if let b = lw.qBias { addRowBias(&q, b) }
             if let qn = lw.qNorm {
-                Kernels.rmsNorm(&q, rows: T * H, dim: Dh, weight: qn, eps: spec.normEps, weighting: spec.normWeighting)
+                let across = layer.qkNormAcrossHeads   // OLMoE: one norm over all heads
+                Kernels.rmsNorm(&q, rows: across ? T : T * H, dim: across ? H * Dh : Dh, weight: qn, eps: spec.normEps, weighting: spec.normWeighting)
             }
             if let rope = layer.rope {
                 Kernels.rope(&q, tokens: T, heads: H, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+                scaleRotated(&q, heads: H, headDim: Dh, rope)
             }
             let kvLayer: Int
             if let source = layer.kvSharedFrom {
@@ -110,13 +116,17 @@ public final class Engine: Sendable {
             } else {
                 kvLayer = i
                 var k = Kernels.matmul(x, rows: T, inDim: D, weight: lw.k!, outDim: Hkv * Dh)  // [T, Hkv, Dh]
+                if let b = lw.kBias { addRowBias(&k, b) }
                 // Keys-as-values: v is the raw key projection, taken before k's norm and RoPE.
                 var v = layer.valueIsKey ? k : Kernels.matmul(x, rows: T, inDim: D, weight: lw.v!, outDim: Hkv * Dh)
+                if !layer.valueIsKey, let b = lw.vBias { addRowBias(&v, b) }
                 if let kn = lw.kNorm {
-                    Kernels.rmsNorm(&k, rows: T * Hkv, dim: Dh, weight: kn, eps: spec.normEps, weighting: spec.normWeighting)
+                    let across = layer.qkNormAcrossHeads
+                    Kernels.rmsNorm(&k, rows: across ? T : T * Hkv, dim: across ? Hkv * Dh : Dh, weight: kn, eps: spec.normEps, weighting: spec.normWeighting)
                 }
                 if let rope = layer.rope {
                     Kernels.rope(&k, tokens: T, heads: Hkv, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+                    scaleRotated(&k, heads: Hkv, headDim: Dh, rope)
                 }
                 if layer.vNorm {
                     Kernels.rmsNorm(&v, rows: T * Hkv, dim: Dh, weight: nil, eps: spec.normEps)
@@ -127,10 +137,12 @@ public final class Engine: Sendable {
             let S = start + T
             var attnOptions = layer.attention
             if !options.attentionSoftcapping { attnOptions.softcap = nil }
+            attnOptions.sinks = lw.sinks
             let attn = Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
                                          heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
                                          options: attnOptions)                     // [T, H, Dh]
             var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
+            if let b = lw.oBias { addRowBias(&o, b) }
             if let n = lw.attnOutNorm {
                 Kernels.rmsNorm(&o, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
             }
@@ -139,11 +151,17 @@ public final class Engine: Sendable {
             // MLP block.
             x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.mlpNorm, eps: spec.normEps, weighting: spec.normWeighting)
-            let F = layer.intermediateSize
-            var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)        // [T, F]
-            let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
-            Kernels.gatedActivation(gate: &g, up: u, spec.activation)
-            var m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
+            let F = layer.intermediateSize   // 0: an MoE layer without a dense MLP
+            var m: [Float] = []
+            if F > 0 {
+                var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)    // [T, F]
+                let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
+                Kernels.gatedActivation(gate: &g, up: u, spec.activation)
+                m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
+            }
+            if let moe = layer.moe, let mw = lw.moe {
+                m = try moeBlock(moe, mw, residual: h, normed: x, dense: F > 0 ? m : nil, tokens: T)  // [T, D]
+            }
             if let n = lw.mlpOutNorm {
                 Kernels.rmsNorm(&m, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
             }

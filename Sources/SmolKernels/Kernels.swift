@@ -35,11 +35,15 @@ public struct AttentionOptions: Sendable, Equatable {
     /// Sliding window: a query at position p sees keys at positions p−window+1 … p
     /// (transformers' `kv_idx > q_idx − sliding_window`). nil: full causal attention.
     public var window: Int?
+    /// gpt_oss attention sinks: one learned logit per query head [H] that joins each row's softmax
+    /// (it takes probability mass but contributes no value). nil: none.
+    public var sinks: [Float]?
 
-    public init(scale: Float, softcap: Float? = nil, window: Int? = nil) {
+    public init(scale: Float, softcap: Float? = nil, window: Int? = nil, sinks: [Float]? = nil) {
         self.scale = scale
         self.softcap = softcap
         self.window = window
+        self.sinks = sinks
     }
 }
 
@@ -143,6 +147,18 @@ public enum Kernels {
         for i in 0..<n { row[i] *= inv }
     }
 
+    /// softmax over the row and one extra logit `sink` whose probability is dropped:
+    /// p_j = e^(x_j − m) / (Σ e^(x_i − m) + e^(sink − m)), m = max(max x, sink).
+    @inlinable
+    static func softmaxRowWithSink(_ row: UnsafeMutablePointer<Float>, _ n: Int, sink: Float) {
+        var m = sink
+        for i in 0..<n where row[i] > m { m = row[i] }
+        var sum = Foundation.exp(sink - m)
+        for i in 0..<n { let e = Foundation.exp(row[i] - m); row[i] = e; sum += e }
+        let inv = 1 / sum
+        for i in 0..<n { row[i] *= inv }
+    }
+
     /// Causal grouped-query attention. Query row t is at absolute position `queryStart + t`; key
     /// row s at position s. Query head h reads key/value head h / (H / Hkv).
     /// q: [T, H, Dh], k, v: [S, Hkv, Dh] → out: [T, H, Dh].
@@ -174,7 +190,11 @@ public enum Kernels {
                                     if let cap = options.softcap { x = Foundation.tanh(x / cap) * cap }
                                     s[j - lo] = x
                                 }
-                                softmaxRow(s, hi - lo)
+                                if let sinks = options.sinks {
+                                    softmaxRowWithSink(s, hi - lo, sink: sinks[h])
+                                } else {
+                                    softmaxRow(s, hi - lo)
+                                }
                                 for j in lo..<hi {
                                     simdAxpy(s[j - lo], vb + (j * kvHeads + kvh) * headDim, o, headDim)
                                 }

@@ -82,10 +82,12 @@ public enum ReferenceKernels {
                     if let cap = options.softcap { s = tanh(s / Double(cap)) * Double(cap) }
                     scores[j] = s
                 }
-                let m = scores.max()!
+                // A sink (gpt_oss) is one more logit in the softmax whose probability is dropped.
+                let sink = options.sinks.map { Double($0[h]) }
+                let m = max(scores.max()!, sink ?? -.infinity)
                 if m == -.infinity { continue }
                 let e = scores.map { exp($0 - m) }
-                let z = e.reduce(0, +)
+                let z = e.reduce(0, +) + (sink.map { exp($0 - m) } ?? 0)
                 for d in 0..<headDim {
                     var acc = 0.0
                     for j in 0..<keys where e[j] > 0 { acc += e[j] / z * Double(v[(j * kvHeads + kvh) * headDim + d]) }

@@ -112,6 +112,21 @@ public enum NF4 {
                          double: DoubleQuant(quantizedAbsmax: qa, nestedAbsmax: nested, nestedCode: dynamicCode, offset: offset))
     }
 
+    /// The `nested_offset` that `quantize(w, …, doubleQuant: true)` records (torch's mean of the
+    /// block absmax values), without quantizing: checkpoint writers need it for the JSON quant
+    /// state, whose length goes in the safetensors header before any data is written.
+    public static func doubleQuantOffset(_ w: [Float], blockSize: Int) -> Float {
+        let n = w.count
+        let blocks = (n + blockSize - 1) / blockSize
+        var absmax = [Float](repeating: 0, count: blocks)
+        for b in 0..<blocks {
+            var m: Float = 0
+            for i in (b * blockSize)..<min(n, b * blockSize + blockSize) { m = max(m, abs(w[i])) }
+            absmax[b] = m
+        }
+        return torchMean(absmax)
+    }
+
     /// argmin over the code of |x − code[i]|, the first index on ties (torch.argmin).
     @inline(__always)
     static func nearestIndex(_ x: Float, _ code: [Float]) -> UInt8 {

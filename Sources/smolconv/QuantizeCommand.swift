@@ -15,7 +15,8 @@ struct Quantize: ParsableCommand {
           --format gguf (default)  --bits 4 → Q4_K_M; 2 → Q2_K, 3 → Q3_K_M, 5 → Q5_K_M, 6 → Q6_K, 8 → Q8_0.
                                    --type names a mix: \(QuantMix.allCases.map(\.rawValue).joined(separator: ", ")).
           --format mlx             affine, --bits (2, 3, 4, 5, 6, 8), --group-size 64 (32, 64, 128).
-          --format nf4             bitsandbytes NF4, blocks of 64, as transformers saves it.
+          --format nf4             bitsandbytes NF4, blocks of 64 (--group-size), --double-quant, as
+                                   transformers saves it: every Linear weight but lm_head.
 
         GGUF mixes choose each tensor's type the way llama-quantize does: attn_v / ffn_down get more \
         bits in some layers, the output (or tied embedding) gets Q6_K, norms, biases and MoE routers \
@@ -52,6 +53,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "Type of token_embd.weight.")
     var tokenEmbeddingType: String?
 
+    @Flag(help: "NF4: bitsandbytes' double quantization of the block absmax (bnb_4bit_use_double_quant).")
+    var doubleQuant = false
+
     @Flag(help: "Give every quantized tensor the mix's default type (no per-tensor rules).")
     var pure = false
 
@@ -75,6 +79,10 @@ struct Quantize: ParsableCommand {
                 throw ValidationError("--tensor-type: '\(parts[0])' is not a valid regular expression")
             }
         }
+        if doubleQuant && format != .nf4 { throw ValidationError("--double-quant applies to --format nf4 only") }
+        if format == .nf4 && bits != 4 { throw ValidationError("--format nf4 is 4-bit; leave --bits out (or 4)") }
+        if format != .gguf && mixName != nil { throw ValidationError("--type names a GGUF mix; it does not apply to --format \(format.rawValue)") }
+        if format == .mlx && ![2, 3, 4, 5, 6, 8].contains(bits) { throw ValidationError("--format mlx takes --bits 2, 3, 4, 5, 6 or 8") }
         if let o = outputTensorType { _ = try parseType(o, "--output-tensor-type") }
         if let e = tokenEmbeddingType { _ = try parseType(e, "--token-embedding-type") }
     }
@@ -86,6 +94,7 @@ struct Quantize: ParsableCommand {
             options.bits = bits
             options.mix = mixName.flatMap(QuantMix.init(name:))
             options.groupSize = groupSize
+            options.doubleQuant = doubleQuant
             options.overrides.pure = pure
             options.overrides.tensorTypes = try tensorTypes.map { tt in
                 let parts = tt.split(separator: "=", maxSplits: 1)

@@ -12,8 +12,8 @@ struct Smolconv: ParsableCommand {
         when complete; inputs are never modified.
         """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Convert.self, MoE.self, Pack.self, Unpack.self, Quantize.self,
-                      PerplexityCommand.self, Verify.self, Logits.self, Generate.self]
+        subcommands: [Inspect.self, Convert.self, Quantize.self, Verify.self, PerplexityCommand.self,
+                      Generate.self, Logits.self, Tokenize.self, Detokenize.self, MoE.self, Pack.self, Unpack.self]
     )
 }
 

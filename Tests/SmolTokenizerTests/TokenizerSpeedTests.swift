@@ -4,8 +4,9 @@ import SmolTestSupport
 import SmolTokenizer
 import Testing
 
-/// Speed of the real model's tokenizer. The budgets hold for release builds
-/// (`swift test -c release --filter TokenizerSpeedTests`); debug builds only print the times.
+/// Speed of the real model's tokenizer. Speed targets are met in benchmarks, not timed tests: the
+/// budgets are asserted only when SMOLCONV_BENCH=1 (tools/bench_tokenizer sets it, on a release
+/// build); otherwise the times are printed and only the result is checked.
 @Suite struct TokenizerSpeedTests {
     /// Tokenizing the 35 KB GPL-3 text must stay well under 100 ms (issue 4).
     static let encodeBudget: Duration = .milliseconds(50)
@@ -28,9 +29,9 @@ import Testing
         }
         print("Gemma 3 tokenizer: build \(build), GPL-3 encode (best of 20) \(best), \(ids.count) tokens")
         #expect(ids.count == 7563)
-        #if !DEBUG
-        #expect(best < Self.encodeBudget)
-        #expect(build < Self.buildBudget)
-        #endif
+        if ProcessInfo.processInfo.environment["SMOLCONV_BENCH"] == "1" {
+            #expect(best < Self.encodeBudget)
+            #expect(build < Self.buildBudget)
+        }
     }
 }

@@ -157,8 +157,52 @@ def raw_bf16(path):
         return out
 
 
+def check_f16(name, source_dir):
+    """--outtype f16 from F16-representable data: HF (F16) -> GGUF -> HF is bit-identical."""
+    cfg = json.load(open(os.path.join(source_dir, "config.json")))
+    model_type = cfg["model_type"]
+    tmp = tempfile.mkdtemp(prefix="smolconv-crosscheck-")
+    try:
+        f32 = load_file(os.path.join(source_dir, "model.safetensors"))
+        h = os.path.join(tmp, "f16")
+        run("convert", source_dir, h, "--outtype", "f16")
+        src = load_file(os.path.join(h, "model.safetensors"))
+        for k, v in f32.items():
+            assert src[k].dtype == np.float16, f"{k}: {src[k].dtype}"
+            assert np.array_equal(src[k].view(np.uint16), v.astype(np.float16).view(np.uint16)), f"{k}: F16 rounding differs from numpy"
+        out = os.path.join(tmp, "m.gguf")
+        run("convert", h, out)
+        types = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
+        assert all(t in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32) for t in types.values())
+        assert sum(t == gguf.GGMLQuantizationType.F16 for t in types.values()) > 0, "matrices should stay F16"
+        back = os.path.join(tmp, "back")
+        run("convert", out, back)
+        got = load_file(os.path.join(back, "model.safetensors"))
+        for k, v in src.items():
+            if model_type == "gemma2" and k == "lm_head.weight":
+                continue
+            b = got[k]
+            assert b.dtype == np.float16, f"{k}: came back as {b.dtype}"
+            if model_type.startswith("gemma") and k.endswith("norm.weight"):
+                # stored as 1 + w rounded to F16 (as the converter does): back within one F16 step of 1.0
+                assert np.max(np.abs(b.astype(np.float32) - v.astype(np.float32))) <= 2.0 ** -10, f"{k}: beyond one F16 step"
+            else:
+                assert np.array_equal(b.view(np.uint16), v.view(np.uint16)), f"{k} differs after HF -> GGUF -> HF"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+total = 0
 for name in ["llama", "smollm3", "qwen3", "gemma2", "gemma3"]:
+    total += 1
+    try:
+        check_f16(name, os.path.join(FIX, name))
+        print(f"ok   {name} f16")
+    except Exception as e:  # noqa: BLE001
+        failures.append(f"{name} f16")
+        print(f"FAIL {name} f16: {e}")
     for bf16 in (False, True):
+        total += 1
         label = f"{name} {'bf16' if bf16 else 'f32'}"
         try:
             check(label, os.path.join(FIX, name), bf16)
@@ -166,5 +210,5 @@ for name in ["llama", "smollm3", "qwen3", "gemma2", "gemma3"]:
         except Exception as e:  # noqa: BLE001
             failures.append(label)
             print(f"FAIL {label}: {e}")
-print(f"convert crosscheck: {10 - len(failures)} passed, {len(failures)} failed")
+print(f"convert crosscheck: {total - len(failures)} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

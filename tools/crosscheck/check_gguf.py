@@ -16,7 +16,9 @@ import gguf
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 with tempfile.TemporaryDirectory() as tmp:
     env = dict(os.environ, SMOLCONV_GGUF_CROSSCHECK_DIR=tmp)
-    r = subprocess.run(["swift", "test", "--skip-build", "--filter", "GGUFWriterTests/writesFilesForCrosscheck"],
+    # The build configuration tools/test built (SMOLCONV_SWIFT_TEST_FLAGS overrides).
+    flags = os.environ.get("SMOLCONV_SWIFT_TEST_FLAGS", "-c release -Xswiftc -enable-testing").split()
+    r = subprocess.run(["swift", "test", *flags, "--skip-build", "--filter", "GGUFWriterTests/writesFilesForCrosscheck"],
                        cwd=root, env=env, capture_output=True, text=True)
     path = os.path.join(tmp, "smolconv-all-types.gguf")
     if r.returncode != 0 or not os.path.exists(path):

@@ -26,6 +26,16 @@ public struct DecoderLayerSpec: Sendable, Equatable {
     public var kvSharedFrom: Int?
     /// Gemma 4: the layer output is multiplied by a stored scalar.
     public var hasLayerScalar: Bool
+    /// OLMoE: q/k RMSNorm over the whole projection (weights [H·Dh] / [Hkv·Dh]) instead of per head.
+    public var qkNormAcrossHeads: Bool = false
+    /// Biases on q/k/v (qwen2_moe, gpt_oss) and on the output projection (gpt_oss).
+    public var qkvBias: Bool = false
+    public var outputBias: Bool = false
+    /// gpt_oss: a learned sink logit per head joins the attention softmax (`self_attn.sinks`).
+    public var attentionSinks: Bool = false
+    /// The layer's mixture-of-experts block (nil: dense). `intermediateSize` 0 means the layer
+    /// has no dense MLP; gemma4 keeps both.
+    public var moe: MoEBlockSpec? = nil
 
     public init(heads: Int, kvHeads: Int, headDim: Int, intermediateSize: Int, attention: AttentionOptions,
                 rope: RopeSpec?, qkNorm: Bool = false, vNorm: Bool = false, sandwichNorms: Bool = false,
@@ -42,7 +52,11 @@ public struct RopeSpec: Sendable, Equatable {
     public var rotaryDim: Int
     /// [rotaryDim / 2]
     public var invFreq: [Float]
-    public init(rotaryDim: Int, invFreq: [Float]) { self.rotaryDim = rotaryDim; self.invFreq = invFreq }
+    /// YaRN's attention factor: cos and sin are multiplied by it (1 for other RoPE types).
+    public var attentionScaling: Float = 1
+    public init(rotaryDim: Int, invFreq: [Float], attentionScaling: Float = 1) {
+        self.rotaryDim = rotaryDim; self.invFreq = invFreq; self.attentionScaling = attentionScaling
+    }
 }
 
 /// Gemma 4 per-layer input embeddings (PLE).
@@ -88,6 +102,12 @@ public struct DecoderLayerWeights: Sendable {
     public var perLayerProjection: [Float]? // [D, P]
     public var perLayerNorm: [Float]?       // [D]
     public var layerScalar: Float
+    public var qBias: [Float]? = nil        // [H·Dh]
+    public var kBias: [Float]? = nil        // [Hkv·Dh]
+    public var vBias: [Float]? = nil        // [Hkv·Dh]
+    public var oBias: [Float]? = nil        // [D]
+    public var sinks: [Float]? = nil        // [H]
+    public var moe: MoEBlockWeights? = nil
 }
 
 public struct DecoderWeights: Sendable {
@@ -149,6 +169,9 @@ public enum DenseArchitectures {
     public static let all: [any DenseArchitecture.Type] = [
         LlamaArchitecture.self, SmolLM3Architecture.self, Qwen3Architecture.self,
         Gemma2Architecture.self, Gemma3Architecture.self, Gemma4Architecture.self,
+        // Mixture of experts (layers with a `moe` block).
+        Qwen3MoEArchitecture.self, Qwen2MoEArchitecture.self, MixtralArchitecture.self,
+        OlmoeArchitecture.self, GptOssArchitecture.self,
     ]
     public static let table: [String: any DenseArchitecture.Type] = {
         var t: [String: any DenseArchitecture.Type] = [:]
@@ -242,6 +265,7 @@ struct DecoderWeightLoader {
         for (i, l) in spec.layers.enumerated() {
             let n = { (s: String) in names.layer(i, s) }
             let qDim = l.heads * l.headDim, kvDim = l.kvHeads * l.headDim, F = l.intermediateSize
+            let qnShape = [l.qkNormAcrossHeads ? qDim : l.headDim], knShape = [l.qkNormAcrossHeads ? kvDim : l.headDim]
             let shared = l.kvSharedFrom != nil
             var w = DecoderLayerWeights(
                 attnNorm: try tensor(n("input_layernorm.weight"), [D]),
@@ -252,11 +276,12 @@ struct DecoderWeightLoader {
                 k: shared ? nil : try tensor(n("self_attn.k_proj.weight"), [kvDim, D]),
                 v: (shared || l.valueIsKey) ? nil : try tensor(n("self_attn.v_proj.weight"), [kvDim, D]),
                 o: try tensor(n("self_attn.o_proj.weight"), [D, qDim]),
-                qNorm: l.qkNorm ? try tensor(n("self_attn.q_norm.weight"), [l.headDim]) : nil,
-                kNorm: (l.qkNorm && !shared) ? try tensor(n("self_attn.k_norm.weight"), [l.headDim]) : nil,
-                gate: try tensor(n("mlp.gate_proj.weight"), [F, D]),
-                up: try tensor(n("mlp.up_proj.weight"), [F, D]),
-                down: try tensor(n("mlp.down_proj.weight"), [D, F]),
+                qNorm: l.qkNorm ? try tensor(n("self_attn.q_norm.weight"), qnShape) : nil,
+                kNorm: (l.qkNorm && !shared) ? try tensor(n("self_attn.k_norm.weight"), knShape) : nil,
+                // F = 0: an MoE layer without a dense MLP.
+                gate: F == 0 ? [] : try tensor(n("mlp.gate_proj.weight"), [F, D]),
+                up: F == 0 ? [] : try tensor(n("mlp.up_proj.weight"), [F, D]),
+                down: F == 0 ? [] : try tensor(n("mlp.down_proj.weight"), [D, F]),
                 perLayerGate: nil, perLayerProjection: nil, perLayerNorm: nil,
                 layerScalar: 1)
             if l.sandwichNorms {
@@ -269,6 +294,14 @@ struct DecoderWeightLoader {
                 w.perLayerNorm = try tensor(n("post_per_layer_input_norm.weight"), [D])
             }
             if l.hasLayerScalar, let s = try optional(n("layer_scalar"), [1]) { w.layerScalar = s[0] }
+            if l.qkvBias {
+                w.qBias = try tensor(n("self_attn.q_proj.bias"), [qDim])
+                w.kBias = try tensor(n("self_attn.k_proj.bias"), [kvDim])
+                w.vBias = try tensor(n("self_attn.v_proj.bias"), [kvDim])
+            }
+            if l.outputBias { w.oBias = try tensor(n("self_attn.o_proj.bias"), [D]) }
+            if l.attentionSinks { w.sinks = try tensor(n("self_attn.sinks"), [l.heads]) }
+            if let moe = l.moe { w.moe = try loadMoEBlock(moe, layer: i) }
             layers.append(w)
         }
         var weights = DecoderWeights(embed: embed, lmHead: lmHead, finalNorm: finalNorm, layers: layers)

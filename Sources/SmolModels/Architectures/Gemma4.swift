@@ -7,16 +7,14 @@ import SmolTensor
 /// (`per_layer_config`), "proportional" partial RoPE on full layers, per-layer input embeddings
 /// (PLE) added after the MLP, a stored `layer_scalar` multiplying each layer's output, optional
 /// keys-as-values on full layers (`attention_k_eq_v`) and optional KV sharing for the last
-/// `num_kv_shared_layers` layers.
+/// `num_kv_shared_layers` layers. With `enable_moe_block`, each layer also has an expert block
+/// (`MoEBlockSpec.gemma4Style`).
 public enum Gemma4Architecture: DenseArchitecture {
     public static let modelTypes = ["gemma4_text", "gemma4"]
 
     public static func spec(_ c: ModelConfig) throws -> DenseDecoderSpec {
         guard let g = c.gemma4 else {
             throw SmolError(.malformed, file: c.file, "gemma4 configuration without its Gemma 4 options")
-        }
-        if c.moe != nil && (0..<c.numHiddenLayers).contains(where: { c.isMoELayer($0) }) {
-            throw SmolError(.unsupported, file: c.file, at: "key 'enable_moe_block'", "Gemma 4 MoE is not a dense model")
         }
         var s = try DenseDecoderSpec.base(c)
         s.embedScale = DenseDecoderSpec.gemmaEmbedScale(c)
@@ -29,6 +27,14 @@ public enum Gemma4Architecture: DenseArchitecture {
             s.layers[i].hasLayerScalar = true
             s.layers[i].valueIsKey = g.attentionKEqV && c.attentionKind(i) == .full
             s.layers[i].kvSharedFrom = c.kvSourceLayer(i)
+        }
+        if let m = c.moe {
+            // enable_moe_block: the dense MLP stays; the expert block (GeGLU experts, router on the
+            // residual stream with scale and per_expert_scale, softmax → top-k → renormalise) is added.
+            s.applyMoE(c, MoEBlockSpec(experts: m.numExperts, topK: m.numExpertsPerToken,
+                                       intermediateSize: m.expertIntermediateSize,
+                                       scoring: .softmaxThenTopK(renormalize: true), activation: .gated(s.activation),
+                                       gemma4Style: true, expertPrefix: "", routerName: "router.proj.weight"))
         }
         if g.hiddenSizePerLayerInput > 0 {
             s.perLayerInput = PerLayerInputSpec(dim: g.hiddenSizePerLayerInput, vocabSize: g.vocabSizePerLayerInput)

@@ -18,20 +18,44 @@ public protocol HFWeightReader: Sendable {
     func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting
     /// The name as the file spells it (GGUF name for GGUF files), for messages.
     func displayName(hf name: String) -> String
+    /// The stored tensor as it is (type and bytes), for weights the model may keep encoded
+    /// (block-quantized MoE experts); nil when the reader cannot hand it over unchanged.
+    func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)?
 }
 
 extension HFWeightReader {
     public func normWeighting(for architecture: RMSNormWeighting) throws -> RMSNormWeighting { architecture }
     public func displayName(hf name: String) -> String { name }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? { nil }
 }
 
-/// A checkpoint that already uses HF names (safetensors file or folder).
+/// A checkpoint that already uses HF names (safetensors file or folder). Weights stored quantized
+/// the way transformers + bitsandbytes (NF4) or mlx-lm (affine, `mlx` given) save them are
+/// dequantized and reported with their original shape (QuantizedWeights.swift).
 public struct DirectWeightReader: HFWeightReader {
     public let source: TensorSource
-    public init(_ source: TensorSource) { self.source = source }
+    /// config.json's MLX `"quantization"`, when the checkpoint has one.
+    public let mlx: MLXQuantizationConfig?
+    public init(_ source: TensorSource, mlx: MLXQuantizationConfig? = nil) { self.source = source; self.mlx = mlx }
     public var path: String { source.path }
-    public func shape(hf name: String) -> [Int]? { source.info(name)?.shape }
-    public func floats(hf name: String) throws -> [Float] { try loadFloat(source, name) }
+    public func shape(hf name: String) -> [Int]? {
+        if let s = QuantizedWeights.nf4Shape(source, name) { return s }
+        if let s = QuantizedWeights.mlxShape(source, name, mlx) { return s }
+        return source.info(name)?.shape
+    }
+    public func floats(hf name: String) throws -> [Float] {
+        if source.info(QuantizedWeights.nf4StateName(name)) != nil { return try QuantizedWeights.nf4Floats(source, name) }
+        if let (module, p) = QuantizedWeights.mlxModule(source, name, mlx) {
+            return try QuantizedWeights.mlxFloats(source, name, module, p)
+        }
+        return try loadFloat(source, name)
+    }
+    public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? {
+        // Stored NF4/MLX weights are not the tensor the name stands for: callers dequantize.
+        guard let info = source.info(name), source.info(QuantizedWeights.nf4StateName(name)) == nil,
+              QuantizedWeights.mlxModule(source, name, mlx) == nil else { return nil }
+        return (info, try source.tensorBytes(name))
+    }
 }
 
 /// A GGUF file read through an architecture's `GGUFArchitectureMapping`: llama.cpp names become HF
@@ -114,7 +138,8 @@ extension DenseDecoderModel {
                 throw SmolError(.invalidArgument, file: ckpt.path, "no config.json next to the weights: cannot tell the architecture")
             }
             let configPath = ((ckpt.folder ?? ckpt.path) as NSString).appendingPathComponent("config.json")
-            return try load(config: try ModelConfig(json: json, file: configPath), source: ckpt.source)
+            let mlx = try MLXQuantizationConfig(config: json, file: configPath)
+            return try load(config: try ModelConfig(json: json, file: configPath), weights: DirectWeightReader(ckpt.source, mlx: mlx))
         }
     }
 
