@@ -9,8 +9,8 @@ struct Pack: ParsableCommand {
         discussion: """
         IN is a .gguf file, a .safetensors file or a Hugging Face folder (every file in it is packed: \
         shards, index, config and tokenizer files). Each tensor's bytes are regrouped into byte planes \
-        where that helps (BF16/F16/F32: one plane per byte; quantized blocks: scales apart from the \
-        packed integers) and compressed with zstd in independent chunks, each with an XXH64 checksum. \
+        where that helps (BF16/F16/F32: each element rotated so the exponent bits fill one plane and \
+        sign + mantissa the others; quantized blocks: scales apart from the packed integers) and compressed with zstd in independent chunks, each with an XXH64 checksum. \
         `smolconv unpack` restores the original byte for byte; inspect, convert and the other commands \
         read packed files directly, decompressing tensors on demand. Container: formats/smolpack.md.
         """
