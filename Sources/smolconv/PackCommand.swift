@@ -9,8 +9,8 @@ struct Pack: ParsableCommand {
         discussion: """
         IN is a .gguf file, a .safetensors file or a Hugging Face folder (every file in it is packed: \
         shards, index, config and tokenizer files). Each tensor's bytes are regrouped into byte planes \
-        where that helps (BF16/F16/F32: one plane per byte; quantized blocks: scales apart from the \
-        packed integers) and compressed with zstd in independent chunks, each with an XXH64 checksum. \
+        where that helps (BF16/F16/F32: each element rotated so the exponent bits fill one plane and \
+        sign + mantissa the others; quantized blocks: scales apart from the packed integers) and compressed with zstd in independent chunks, each with an XXH64 checksum. \
         `smolconv unpack` restores the original byte for byte; inspect, convert and the other commands \
         read packed files directly, decompressing tensors on demand. Container: formats/smolpack.md.
         """
@@ -66,19 +66,27 @@ struct Unpack: ParsableCommand {
     @Argument(help: "A packed file written by `smolconv pack`.")
     var input: String
 
-    @Argument(help: "The file or folder to restore (a folder must not exist).")
-    var output: String
+    @Argument(help: "The file or folder to restore (a folder must not exist); omit with --check.")
+    var output: String?
+
+    @Flag(name: .long, help: "Only decode every chunk and verify its checksum; write nothing.")
+    var check = false
 
     @OptionGroup var outputOptions: OutputOptions
 
+    func validate() throws {
+        if check && output != nil { throw ValidationError("--check writes nothing: give no OUTPUT") }
+        if !check && output == nil { throw ValidationError("missing OUTPUT (or --check to only verify)") }
+    }
+
     func run() throws {
         try runReportingErrors {
-            let progress = Console.Progress("unpack", total: 1)
-            let s = try SmolPack.unpack(input: input, output: output) { done, total in
-                progress.update(done, of: total)
-            }
+            let progress = Console.Progress(check ? "check" : "unpack", total: 1)
+            let update: SmolPack.Progress = { done, total in progress.update(done, of: total) }
+            let s = try check ? SmolPack.verify(input: input, progress: update)
+                              : SmolPack.unpack(input: input, output: output!, progress: update)
             progress.finish("\(Format.bytes(s.packedBytes)) → \(Format.bytes(s.rawBytes)) in \(Format.fixed(s.seconds, 2)) s")
-            PackReport.print(s, action: "unpacked", json: outputOptions.json)
+            PackReport.print(s, action: check ? "checked" : "unpacked", json: outputOptions.json)
         }
     }
 }
@@ -104,7 +112,7 @@ enum PackReport {
             Console.out(v.serialized(indent: 2))
             return
         }
-        Console.out("\(action) \(s.input) → \(s.output) (\(s.files) file\(s.files == 1 ? "" : "s"), \(s.tensors) tensors)")
+        Console.out("\(action) \(s.input)\(s.output.isEmpty ? "" : " → \(s.output)") (\(s.files) file\(s.files == 1 ? "" : "s"), \(s.tensors) tensors)")
         Console.out("  original  \(Format.grouped(s.rawBytes).padding(toLength: 16, withPad: " ", startingAt: 0)) bytes")
         Console.out("  packed    \(Format.grouped(s.packedBytes).padding(toLength: 16, withPad: " ", startingAt: 0)) bytes  (\(Format.fixed(100 * ratio, 1)) %)")
         Console.out("  time      \(Format.fixed(s.seconds, 2)) s, \(Format.fixed(rate, 0)) MB/s of original bytes")

@@ -43,5 +43,17 @@ import SmolTestSupport
         // A second unpack onto an existing folder is refused with one clear line.
         let again = try CLIRun.run(["unpack", packed, out])
         #expect(again.status == 1 && again.stderr.contains("already exists") && !again.crashed)
+
+        // --check decodes and verifies without writing; a flipped byte in the chunk data fails it.
+        let ok = try CLIRun.run(["unpack", packed, "--check"])
+        #expect(ok.status == 0 && ok.stdout.contains("checked"), "\(ok.stderr)")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: packed)))
+        bytes[PackIndex.headerSize + 20] ^= 0x40
+        let bad = dir.appendingPathComponent("bad.smolpack").path
+        try Data(bytes).write(to: URL(fileURLWithPath: bad))
+        let broken = try CLIRun.run(["unpack", bad, "--check"])
+        #expect(broken.status == 1 && broken.stderr.contains("chunk 0") && !broken.crashed, "\(broken.stderr)")
+        let noOutput = try CLIRun.run(["unpack", packed])
+        #expect(noOutput.status != 0 && !noOutput.crashed)
     }
 }

@@ -45,9 +45,87 @@ import SmolTestSupport
                 #expect(back == src, "\(type) × \(records)")
             }
         }
-        // BF16 by definition: low bytes, then high bytes.
-        let bf16 = ByteLayout.preferred(for: .dense(.bf16))
-        #expect(bf16.splitReference([1, 2, 3, 4, 5, 6]) == [1, 3, 5, 2, 4, 6])
+        // Unrotated planes by definition: low bytes, then high bytes.
+        let planes = ByteLayout.preferred(for: .dense(.bf16)).unrotated
+        #expect(planes.splitReference([1, 2, 3, 4, 5, 6]) == [1, 3, 5, 2, 4, 6])
+        // Rotated layouts on other groupings (Q8_0's f16 scale, a 2 × u32 field) against the twin.
+        for layout in [ByteLayout(recordSize: 34, groups: [.init(0, 2, 2), .init(2, 32, 1)], rotate: true),
+                       ByteLayout(recordSize: 12, groups: [.init(0, 8, 4), .init(8, 4, 1)], rotate: true),
+                       ByteLayout(recordSize: 16, groups: [.init(0, 16, 8)], rotate: true)] {
+            #expect(layout.problem == nil)
+            let src = (0..<(5 * layout.recordSize)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var split = [UInt8](repeating: 0, count: src.count), back = split
+            src.withUnsafeBytes { s in split.withUnsafeMutableBytes { layout.split(s, into: $0) } }
+            #expect(split == layout.splitReference(src), "\(layout)")
+            split.withUnsafeBytes { s in back.withUnsafeMutableBytes { layout.merge(s, into: $0) } }
+            #expect(back == src, "\(layout)")
+        }
+        #expect(ByteLayout(recordSize: 3, groups: [.init(0, 3, 3)], rotate: true).problem != nil)
+    }
+
+    /// The rotated planes hold exactly the IEEE fields, checked against Swift's own Float accessors
+    /// (sign, exponentBitPattern, significandBitPattern): BF16 high plane = the 8 exponent bits, low
+    /// plane = mantissa << 1 | sign; F32 plane 3 = exponent, planes 0–2 = mantissa << 1 | sign.
+    @Test func rotatedPlanesSeparateExponentFromSignAndMantissa() throws {
+        var rng = SplitMix(seed: 11)
+        let values: [Float] = [-1, 1, 0, -0, .infinity, -.greatestFiniteMagnitude, .leastNonzeroMagnitude] +
+            (0..<200).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }.filter { !$0.isNaN }
+        let n = values.count
+        // F32
+        var f32 = [UInt8](), out = [UInt8](repeating: 0, count: 4 * n)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { f32 += $0 } }
+        let l32 = ByteLayout.preferred(for: .dense(.f32))
+        #expect(l32.rotate)
+        f32.withUnsafeBytes { s in out.withUnsafeMutableBytes { l32.split(s, into: $0) } }
+        for (i, v) in values.enumerated() {
+            #expect(UInt(out[3 * n + i]) == v.exponentBitPattern, "\(v)")
+            let low = UInt32(out[i]) | UInt32(out[n + i]) << 8 | UInt32(out[2 * n + i]) << 16
+            #expect(low == v.significandBitPattern << 1 | (v.sign == .minus ? 1 : 0), "\(v)")
+        }
+        // BF16 (truncated floats: the top half of each bit pattern)
+        var bf = [UInt8]()
+        for v in values { withUnsafeBytes(of: UInt16(v.bitPattern >> 16).littleEndian) { bf += $0 } }
+        let l16 = ByteLayout.preferred(for: .dense(.bf16))
+        var planes = [UInt8](repeating: 0, count: 2 * n)
+        bf.withUnsafeBytes { s in planes.withUnsafeMutableBytes { l16.split(s, into: $0) } }
+        for (i, v) in values.enumerated() {
+            #expect(UInt(planes[n + i]) == v.exponentBitPattern, "\(v)")
+            #expect(UInt32(planes[i]) == (v.significandBitPattern >> 16) << 1 | (v.sign == .minus ? 1 : 0), "\(v)")
+        }
+        // -1.0 as BF16 is 0xBF80: exponent 0x7F, sign 1, mantissa 0.
+        #expect(l16.splitReference([0x80, 0xBF]) == [0x01, 0x7F])
+    }
+
+    /// Packs without a rotating layout are written as version 1 (readable by older smolconv), packs
+    /// with one as version 2; both round trip. A version-1 pack written by the smolconv before
+    /// version 2 existed (Tests/Fixtures/pack/v1-all-types.smolpack) still reads and unpacks.
+    @Test func containerVersionsOneAndTwo() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bf16 = Fixtures.hf("qwen3_moe_bf16_sharded").appendingPathComponent("model-00003-of-00005.safetensors").path
+        func version(_ p: String) throws -> UInt32 {
+            let f = try MappedFile(path: p)   // kept alive while its bytes are read
+            let b = Array(try f.bytes(at: 8, count: 4))
+            return UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24
+        }
+        var o = PackOptions()
+        o.chunkSize = 16384
+        try roundTrip(bf16, in: dir, options: o)
+        let packed = dir.appendingPathComponent("packed.smolpack").path
+        #expect(try version(packed) == 2)
+        let layouts = try PackIndex.read(MappedFile(path: packed)).members[0].segments.compactMap { $0.tensor == nil ? nil : $0.layout }
+        #expect(layouts.contains { $0.rotate })
+        o.rotate = false
+        try roundTrip(bf16, in: dir, options: o)
+        #expect(try version(packed) == 1)
+        #expect(try PackIndex.read(MappedFile(path: packed)).members[0].segments.allSatisfy { !$0.layout.rotate })
+
+        let old = Fixtures.root.appendingPathComponent("pack/v1-all-types.smolpack").path
+        let original = Fixtures.root.appendingPathComponent("gguf/all-types.gguf").path
+        #expect(try version(old) == 1)
+        let restored = dir.appendingPathComponent("all-types.gguf").path
+        _ = try SmolPack.unpack(input: old, output: restored)
+        #expect(FileManager.default.contentsEqual(atPath: restored, andPath: original))
     }
 
     // MARK: - Round trips

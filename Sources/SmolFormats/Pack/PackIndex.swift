@@ -2,7 +2,7 @@
 // Everything little-endian.
 //
 //   offset 0      8  magic "SMOLPACK"
-//   offset 8      4  u32 version (1)
+//   offset 8      4  u32 version (1 or 2; 2 adds the layout's rotate byte, written only when a layout rotates)
 //   offset 12     4  u32 flags (0; a reader rejects any other value)
 //   offset 16        chunk data: each chunk a zstd frame or stored bytes, back to back
 //   offset I      L  index (below)
@@ -16,6 +16,7 @@
 //   segment = u8 kind (0 = bytes: headers, metadata, padding, side files; 1 = tensor), u64 length,
 //             tensor only: str name, str type ("BF16", "Q4_K", …), u8 rank, rank × u64 dims (row-major),
 //             layout: u32 record size, u8 group count, groups × (u32 start, u32 length, u8 width),
+//             [version 2 only: u8 rotate (0 no, 1 = rotate every element of width ≥ 2 left by one bit)],
 //             u32 chunk count, chunks
 //   chunk   = u64 offset in the pack, u64 stored size, u64 raw size, u8 codec (0 stored, 1 zstd),
 //             u64 XXH64 (seed 0) of the chunk's original bytes
@@ -30,7 +31,10 @@ import SmolTensor
 public struct PackIndex: Sendable {
     public static let magic = Array("SMOLPACK".utf8)
     public static let endMagic = Array("SMOLPEND".utf8)
-    public static let version: UInt32 = 1
+    /// The newest container version (2: layouts may rotate elements). The writer uses version 1
+    /// when no layout rotates, so such packs stay readable by older smolconv; readers take both.
+    public static let version: UInt32 = 2
+    public static let supportedVersions: ClosedRange<UInt32> = 1...2
     public static let headerSize = 16
     public static let trailerSize = 32
     /// Largest raw chunk a reader accepts (the writer uses 4 MiB by default): bounds the memory one
@@ -70,9 +74,17 @@ public struct PackIndex: Sendable {
     public var kind: Kind
     public var members: [Member]
 
+    /// The container version this index needs: 2 when a layout rotates, else 1.
+    public var requiredVersion: UInt32 {
+        members.contains { $0.segments.contains { $0.layout.rotate && !$0.layout.isIdentity } } ? 2 : 1
+    }
+
     // MARK: - Writing
 
-    public func encoded() -> [UInt8] {
+    /// The index bytes for container `version` (`requiredVersion` by default).
+    public func encoded(version: UInt32? = nil) -> [UInt8] {
+        let version = version ?? requiredVersion
+        precondition(version >= requiredVersion && Self.supportedVersions.contains(version))
         var w = ByteWriter()
         w.u8(kind.rawValue)
         w.u32(members.count)
@@ -88,6 +100,7 @@ public struct PackIndex: Sendable {
                 }
                 w.u32(s.layout.recordSize); w.u8(s.layout.groups.count)
                 for g in s.layout.groups { w.u32(g.start); w.u32(g.length); w.u8(g.width) }
+                if version >= 2 { w.u8(s.layout.rotate && !s.layout.isIdentity ? 1 : 0) }
                 w.u32(s.chunks.count)
                 for c in s.chunks {
                     w.u64(c.offset); w.u64(c.storedSize); w.u64(c.rawSize); w.u8(c.codec.rawValue)
@@ -121,8 +134,9 @@ public struct PackIndex: Sendable {
         var h = ByteReader(try file.bytes(at: 0, count: headerSize), file: path)
         guard Array(try h.readBytes(8, "magic")) == magic else { throw bad("offset 0", "bad magic: not a smolpack file") }
         let version = try h.read(UInt32.self, "version")
-        guard version == Self.version else {
-            throw SmolError(.unsupported, file: path, at: "offset 8", "smolpack version \(version) (this smolconv reads version \(Self.version))")
+        guard supportedVersions.contains(version) else {
+            throw SmolError(.unsupported, file: path, at: "offset 8",
+                            "smolpack version \(version) (this smolconv reads versions \(supportedVersions.lowerBound)–\(supportedVersions.upperBound))")
         }
         let flags = try h.read(UInt32.self, "flags")
         guard flags == 0 else { throw bad("offset 12", "unknown flags \(flags)") }
@@ -216,7 +230,13 @@ public struct PackIndex: Sendable {
                     let w = Int(try r.read(UInt8.self, "group width"))
                     groups.append(.init(s, l, w))
                 }
-                let layout = ByteLayout(recordSize: recordSize, groups: groups)
+                var rotate = false
+                if version >= 2 {
+                    let flag = try r.read(UInt8.self, "rotate")
+                    guard flag <= 1 else { throw bad(sloc, "unknown rotate value \(flag)") }
+                    rotate = flag == 1
+                }
+                let layout = ByteLayout(recordSize: recordSize, groups: groups, rotate: rotate)
                 if let p = layout.problem { throw bad(sloc, "bad byte layout: \(p)") }
                 let chunkCount = try count("chunk count", minimumEach: 33)
                 var chunks: [Chunk] = []

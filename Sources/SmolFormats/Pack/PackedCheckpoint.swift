@@ -134,35 +134,43 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
         }
     }
 
-    /// Writes member `mi`'s original bytes to `out`, decoding `window` chunks at a time in parallel
-    /// so memory stays bounded by window × chunk size.
-    func write(member mi: Int, to out: OutputFile, window: Int = 8, progress: (Int) -> Void) throws {
+    /// Writes member `mi`'s original bytes to `out` (nil: only decodes and checks them), decoding
+    /// `window` chunks at a time on all cores while the previous window is written, so memory stays
+    /// bounded by 2 × window × chunk size and the disk writes overlap the decoding.
+    func write(member mi: Int, to out: OutputFile?, window: Int = 8, progress: (Int) -> Void) throws {
         struct Job { var segment: Int; var chunk: Int }
         var jobs: [Job] = []
         for (si, s) in index.members[mi].segments.enumerated() {
             for ci in s.chunks.indices { jobs.append(Job(segment: si, chunk: ci)) }
         }
+        var pending: [[UInt8]] = []   // decoded, not yet written
         var start = 0
-        while start < jobs.count {
+        while start < jobs.count || !pending.isEmpty {
             let batch = Array(jobs[start..<min(jobs.count, start + window)])
-            let buffers = try parallelMap(batch.count) { j -> [UInt8] in
-                let s = self.index.members[mi].segments[batch[j].segment]
-                let c = s.chunks[batch[j].chunk]
+            let toWrite = pending
+            // Task 0 writes the previous window (concurrentPerform hands out indices in order, so
+            // it starts first); tasks 1… decode this one.
+            let results = try parallelMap(batch.count + 1) { j -> [UInt8] in
+                if j == 0 {
+                    if let out { for b in toWrite { try out.write(b) } }
+                    return []
+                }
+                let job = batch[j - 1]
+                let s = self.index.members[mi].segments[job.segment]
+                let c = s.chunks[job.chunk]
                 return try [UInt8](unsafeUninitializedCapacity: c.rawSize) { b, n in
                     try self.decode(c, layout: s.layout, into: UnsafeMutableRawBufferPointer(b),
-                                    at: "\(self.describe(member: mi, segment: batch[j].segment)) chunk \(batch[j].chunk)")
+                                    at: "\(self.describe(member: mi, segment: job.segment)) chunk \(job.chunk)")
                     n = c.rawSize
                 }
             }
+            for b in toWrite { progress(b.count) }
             // The stored bytes are consumed: drop their pages so resident memory stays bounded.
             for job in batch {
                 let c = index.members[mi].segments[job.segment].chunks[job.chunk]
                 file.release(offset: c.offset, count: c.storedSize)
             }
-            for b in buffers {
-                try out.write(b)
-                progress(b.count)
-            }
+            pending = Array(results.dropFirst())
             start += batch.count
         }
     }

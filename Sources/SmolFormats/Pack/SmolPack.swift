@@ -12,6 +12,8 @@ public struct PackOptions: Sendable {
     public var chunkSize: Int = 4 << 20
     /// Regroup bytes into planes where the first chunk shows it helps (off: plain zstd per chunk).
     public var byteLayouts = true
+    /// Allow layouts that rotate float elements (container version 2); off, packs stay version 1.
+    public var rotate = true
 
     public init() {}
 }
@@ -71,19 +73,22 @@ public enum SmolPack {
 
         let total = plans.reduce(0) { $0 + $1.size }
         let out = try OutputFile(path: output, protecting: [input] + plans.map(\.source))
+        // Layouts first: the container version depends on them (2 only when a layout rotates).
+        let layouts = try plans.map { try chooseLayouts($0, options: options) }
+        let version: UInt32 = layouts.joined().contains { $0.rotate && !$0.isIdentity } ? 2 : 1
         var header = PackIndex.magic
-        withUnsafeBytes(of: PackIndex.version.littleEndian) { header += $0 }
+        withUnsafeBytes(of: version.littleEndian) { header += $0 }
         header += [0, 0, 0, 0]
         try out.write(header)
         var members: [PackIndex.Member] = []
         var done = 0
-        for p in plans {
-            members.append(try packMember(p, into: out, options: options) { n in
+        for (p, l) in zip(plans, layouts) {
+            members.append(try packMember(p, layouts: l, into: out, options: options) { n in
                 done += n
                 progress?(done, total)
             })
         }
-        let index = PackIndex(kind: kind, members: members).encoded()
+        let index = PackIndex(kind: kind, members: members).encoded(version: version)
         let indexOffset = out.bytesWritten
         try out.write(index)
         try out.write(PackIndex.trailer(indexOffset: indexOffset, indexLength: index.count, checksum: XXHash64.hash(index)))
@@ -165,22 +170,37 @@ public enum SmolPack {
 
     static func standardized(_ p: String) -> String { (p as NSString).standardizingPath }
 
-    static func packMember(_ p: MemberPlan, into out: OutputFile, options: PackOptions,
+    /// Byte layouts of a member's segments, decided per tensor by compressing its first 256 KiB
+    /// with each candidate (the preferred layout, for floats also without the rotation, and no
+    /// layout) and keeping the smallest; tensors in parallel.
+    static func chooseLayouts(_ p: MemberPlan, options: PackOptions) throws -> [ByteLayout] {
+        let f = try MappedFile(path: p.source)
+        guard f.size == p.size else { throw SmolError(.io, file: p.source, "file changed size while packing") }
+        return try parallelMap(p.segments.count) { si in
+            let s = p.segments[si]
+            guard options.byteLayouts, let t = s.tensor, s.length > 0 else { return .identity }
+            let preferred = ByteLayout.preferred(for: t.type)
+            if preferred.isIdentity { return preferred }
+            var candidates = [preferred]
+            if preferred.rotate { candidates.append(preferred.unrotated) }
+            if !options.rotate { candidates.removeAll { $0.rotate } }
+            let r = preferred.recordSize
+            let n = min(s.length, max(r, layoutTrialBytes / r * r))
+            let raw = try f.bytes(at: s.offset, count: n)
+            var best = ByteLayout.identity
+            var bestSize = try Zstd.compress(raw, level: options.level).count
+            for c in candidates {
+                let size = try withSplit(raw, c) { try Zstd.compress($0, level: options.level).count }
+                if size < bestSize { (best, bestSize) = (c, size) }
+            }
+            return best
+        }
+    }
+
+    static func packMember(_ p: MemberPlan, layouts: [ByteLayout], into out: OutputFile, options: PackOptions,
                            progress: (Int) -> Void) throws -> PackIndex.Member {
         let f = try MappedFile(path: p.source)
         guard f.size == p.size else { throw SmolError(.io, file: p.source, "file changed size while packing") }
-        // Byte layouts, decided per tensor from a trial on its first bytes (in parallel).
-        let layouts: [ByteLayout] = try parallelMap(p.segments.count) { si in
-            let s = p.segments[si]
-            guard options.byteLayouts, let t = s.tensor, s.length > 0 else { return .identity }
-            let candidate = ByteLayout.preferred(for: t.type)
-            if candidate.isIdentity { return candidate }
-            let n = min(s.length, max(candidate.recordSize, layoutTrialBytes / candidate.recordSize * candidate.recordSize))
-            let raw = try f.bytes(at: s.offset, count: n)
-            let plain = try Zstd.compress(raw, level: options.level).count
-            let split = try withSplit(raw, candidate) { try Zstd.compress($0, level: options.level).count }
-            return split < plain ? candidate : .identity
-        }
         struct Job { var segment: Int; var offset: Int; var length: Int }
         var jobs: [Job] = []
         for (si, s) in p.segments.enumerated() {
@@ -234,6 +254,21 @@ public enum SmolPack {
     }
 
     // MARK: - Unpack
+
+    /// Decodes every chunk of a pack and checks it against its checksum, writing nothing (the
+    /// decoding cost of `unpack` without the disk). `rawBytes` is what an unpack would write.
+    public static func verify(input: String, progress: Progress? = nil) throws -> PackSummary {
+        let start = Date()
+        let pack = try PackedCheckpoint(path: input)
+        let total = pack.originalSize
+        var done = 0
+        for mi in pack.index.members.indices {
+            try pack.write(member: mi, to: nil) { n in done += n; progress?(done, total) }
+        }
+        return PackSummary(input: input, output: "", kind: pack.index.kind, files: pack.index.members.count,
+                           tensors: pack.tensorInfos.count, rawBytes: total, packedBytes: pack.file.size,
+                           seconds: Date().timeIntervalSince(start))
+    }
 
     /// Restores the packed file or folder at `output`, byte for byte. `output` must not exist.
     public static func unpack(input: String, output: String, progress: Progress? = nil) throws -> PackSummary {
