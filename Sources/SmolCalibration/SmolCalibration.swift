@@ -1,0 +1,3 @@
+// Calibration lives here (see issue 8).
+import CHDF5
+import SmolEngine

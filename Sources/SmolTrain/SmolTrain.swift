@@ -1,0 +1,2 @@
+// LoRA training lives here (see issue 7).
+import SmolEngine
