@@ -78,7 +78,7 @@ extension Converter {
                                 _ options: ConvertOptions, _ notes: inout [String])
         throws -> (tensors: [PlannedTensor], files: [(name: String, bytes: [UInt8])]) {
         let g = ckpt.gguf!
-        let dense = DequantizedSource(g)
+        let dense = DequantizedView(g)
         if dense.dequantized > 0 {
             notes.append("dequantized \(dense.dequantized) quantized tensors exactly to F32")
         }
@@ -156,35 +156,4 @@ final class MoEPlanSource: TensorSource, @unchecked Sendable {   // immutable af
     func release(_ name: String) {
         for i in byName[name]?.recipe.inputs ?? [] { source.release(i) }
     }
-}
-
-/// A GGUF file with its block-quantized tensors seen as F32 (dequantized exactly when read), so
-/// that layout changes which move elements (gpt_oss's transposes) can apply to them.
-final class DequantizedSource: TensorSource, @unchecked Sendable {   // immutable after init
-    let file: GGUFFile
-    let tensorInfos: [TensorInfo]
-    let dequantized: Int
-    private let original: [String: TensorInfo]
-
-    init(_ file: GGUFFile) {
-        self.file = file
-        var n = 0
-        tensorInfos = file.tensorInfos.map { t in
-            guard case .block = t.type else { return t }
-            n += 1
-            return TensorInfo(name: t.name, type: .dense(.f32), shape: t.shape)
-        }
-        dequantized = n
-        original = Dictionary(file.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-    }
-
-    var path: String { file.path }
-
-    func tensorBytes(_ name: String) throws -> TensorBytes {
-        let bytes = try file.tensorBytes(name)
-        guard let t = original[name], case .block = t.type else { return bytes }
-        return try TensorValues.encode(try TensorValues.decode(bytes, t), as: .dense(.f32))
-    }
-
-    func release(_ name: String) { file.release(name) }
 }
