@@ -177,3 +177,108 @@ private func matches(_ v: GGUFValue, type: String, value: Any) -> Bool {
         }
     }
 }
+
+@Suite struct MoEQuantizeTests {
+    func typesOf(_ fixture: String, _ mix: QuantMix) throws -> ([String: String], [String: String], String) {
+        let dir = Fixtures.temporaryDirectory("moe-quant")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var options = QuantizeOptions()
+        options.mix = mix
+        let out = dir.appendingPathComponent("q.gguf").path
+        let s = try Quantizer.quantize(input: Fixtures.hf(fixture).path, output: out, options: options)
+        let types = Dictionary(uniqueKeysWithValues: s.rows.map { ($0.name, $0.to) })
+        let asked = Dictionary(uniqueKeysWithValues: s.rows.compactMap { r in r.fallbackFrom.map { (r.name, $0) } })
+        let g = try GGUFFile(path: out)
+        for t in g.tensorInfos { #expect(types[t.name] == t.type.name, "\(t.name): the file says \(t.type.name)") }
+        return (types, asked, g.metadata.string("general.architecture") ?? "")
+    }
+
+    /// qwen2moe Q4_K_M, each type derived by hand from llama.cpp's src/llama-quant.cpp
+    /// (`tensor_allows_quantization`, `llama_tensor_get_type_impl`, `tensor_type_fallback`) for this
+    /// model: 2 layers, n_expert = 8, n_gqa = 2, every row 64 or 32 wide.
+    @Test func qwen2MoeQ4KMFollowsLlamaQuant() throws {
+        let (t, asked, _) = try typesOf("qwen2_moe", .q4_K_M)
+        // OUTPUT: ne[0] = 64 is not a multiple of Q4_K's 256 → Q8_0.
+        #expect(t["output.weight"] == "Q8_0")
+        // TOKEN_EMBD with an output.weight: the default Q4_K, then the fallback (64 % 256) → Q5_0.
+        #expect(t["token_embd.weight"] == "Q5_0" && asked["token_embd.weight"] == "Q4_K")
+        for b in 0..<2 {
+            // ATTENTION_V and ATTENTION_K: `n_expert == 8` → Q8_0 (the Mixtral-8x rule).
+            #expect(t["blk.\(b).attn_v.weight"] == "Q8_0" && t["blk.\(b).attn_k.weight"] == "Q8_0")
+            // ATTENTION_OUTPUT: n_expert == 8 and Q4_K_M → Q5_K, fallback → Q5_1.
+            #expect(t["blk.\(b).attn_output.weight"] == "Q5_1" && asked["blk.\(b).attn_output.weight"] == "Q5_K")
+            // Routers: "ffn_gate_inp.weight" is never quantized; ffn_gate_inp_shexp [1, 64] has
+            // ne = {64, 1}: ggml_n_dims 1, so it is not quantized either. Norms, biases: F32.
+            #expect(t["blk.\(b).ffn_gate_inp.weight"] == "F32" && t["blk.\(b).ffn_gate_inp_shexp.weight"] == "F32")
+            #expect(t["blk.\(b).attn_q.bias"] == "F32" && t["blk.\(b).ffn_norm.weight"] == "F32")
+            // FFN_GATE / FFN_UP (expert stacks [8, 32, 64] and the shared expert): default Q4_K → Q5_0.
+            for n in ["ffn_gate_exps", "ffn_up_exps", "ffn_gate_shexp", "ffn_up_shexp", "attn_q"] {
+                #expect(t["blk.\(b).\(n).weight"] == "Q5_0", "\(n)")
+            }
+        }
+        // FFN_DOWN (exps and shexp): with n_expert > 1 the layer comes from the name; Q4_K_M bumps to
+        // Q6_K where use_more_bits(i, 2): i = 1 (i ≥ 7·2/8) → Q6_K → fallback (32/64-wide rows) Q8_0;
+        // i = 0 keeps Q4_K → Q5_0.
+        #expect(t["blk.0.ffn_down_exps.weight"] == "Q5_0" && t["blk.0.ffn_down_shexp.weight"] == "Q5_0")
+        #expect(t["blk.1.ffn_down_exps.weight"] == "Q8_0" && asked["blk.1.ffn_down_exps.weight"] == "Q6_K")
+        #expect(t["blk.1.ffn_down_shexp.weight"] == "Q8_0")
+    }
+
+    /// mixtral (n_expert = 4: none of the 8-expert rules) and gemma4 (tied embeddings).
+    @Test func mixtralAndGemma4Q4KMFollowLlamaQuant() throws {
+        let (m, masked, arch) = try typesOf("mixtral", .q4_K_M)
+        #expect(arch == "llama")
+        // ATTENTION_V: use_more_bits(i_attention_wv, 2): layer 1 → Q6_K → Q8_0; layer 0 Q4_K → Q5_0.
+        #expect(m["blk.0.attn_v.weight"] == "Q5_0" && m["blk.1.attn_v.weight"] == "Q8_0")
+        // n_expert 4: attn_k / attn_output keep Q4_K → Q5_0.
+        #expect(m["blk.0.attn_k.weight"] == "Q5_0" && m["blk.0.attn_output.weight"] == "Q5_0")
+        // ffn_down_exps rows are 48 wide: Q4_K (layer 0) → Q5_0 and Q6_K (layer 1) → Q8_0 do not
+        // fit 32-blocks either → F16 (tensor_type_fallback's "unusual shape").
+        #expect(m["blk.0.ffn_down_exps.weight"] == "F16" && masked["blk.0.ffn_down_exps.weight"] == "Q4_K")
+        #expect(m["blk.1.ffn_down_exps.weight"] == "F16" && masked["blk.1.ffn_down_exps.weight"] == "Q6_K")
+
+        let (g, _, _) = try typesOf("gemma4_moe", .q4_K_M)
+        // Tied embeddings: `has_tied_embeddings && category == TOKEN_EMBD` takes the output rule for
+        // both tables (rows 64 and 96 → Q8_0).
+        #expect(g["token_embd.weight"] == "Q8_0" && g["per_layer_token_embd.weight"] == "Q8_0")
+        // FFN_DOWN over 6 layers (dense ffn_down and ffn_down_exps alike): use_more_bits for i = 2, 5.
+        for i in 0..<6 {
+            let want = [2, 5].contains(i) ? "Q8_0" : "Q5_0"
+            #expect(g["blk.\(i).ffn_down_exps.weight"] == want && g["blk.\(i).ffn_down.weight"] == want, "layer \(i)")
+            // ffn_gate_up_exps has no "ffn_up" substring: FFN_GATE, Q4_K → Q5_0.
+            #expect(g["blk.\(i).ffn_gate_up_exps.weight"] == "Q5_0")
+            // per_layer_model_proj is never quantized; proj [64, 16]: 16-wide rows → F16.
+            #expect(g["blk.\(i).proj.weight"] == "F16")
+        }
+        #expect(g["per_layer_model_proj.weight"] == "F32" && g["rope_freqs.weight"] == "F32")
+    }
+
+    /// The engine runs quantized MoE GGUFs (HF and GGUF input; mixed expert types; gpt_oss's
+    /// interleave) exactly as their values say: the same logits as the file dequantized to F32
+    /// (GGUF → GGUF --outtype f32, exact), and within a loose bound of transformers' logits.
+    @Test(arguments: ["qwen2_moe", "mixtral", "gemma4_moe", "gpt_oss"])
+    func engineRunsQuantizedMoE(fixture: String) throws {
+        let dir = Fixtures.temporaryDirectory("moe-quant")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(at: Fixtures.hf(fixture).appendingPathComponent("config.json"),
+                                         to: dir.appendingPathComponent("config.json"))
+        let f32 = dir.appendingPathComponent("f32.gguf").path, q = dir.appendingPathComponent("q.gguf").path
+        let back = dir.appendingPathComponent("back.gguf").path
+        var c = ConvertOptions()
+        c.outType = .f32
+        _ = try Converter.convert(input: Fixtures.hf(fixture).path, output: f32, options: c)
+        var options = QuantizeOptions()
+        options.mix = .q4_K_M
+        _ = try Quantizer.quantize(input: f32, output: q, options: options)  // GGUF input
+        _ = try Converter.convert(input: q, output: back, options: c)
+        let ref = try FixtureReference(fixture)
+        let ids = try ref.ints("input_ids")
+        let lq = try Engine.load(q, options: fixtureOptions).forward(ids).logits
+        let lb = try Engine.load(back, options: fixtureOptions).forward(ids).logits
+        #expect(maxRelativeError(lq, lb) < logitTolerance, "\(fixture): quantized vs its dequantization \(maxRelativeError(lq, lb))")
+        // Q4_K_M on random tiny models whose routing flips: measured worst 0.54 (qwen3_moe); a
+        // layout error gives unrelated logits (≳ 1).
+        let err = maxRelativeError(lq, try ref.floats("logits"))
+        #expect(err > 0 && err < 0.6, "\(fixture): \(err)")
+    }
+}
