@@ -11,7 +11,7 @@ public struct AdamW: Sendable {
     public var eps: Double
     public var weightDecay: Double
     /// Steps taken (t of the bias corrections).
-    public private(set) var step: Int = 0
+    public internal(set) var step: Int = 0
     /// First and second moments, shaped as the adapter.
     public var m: [LoRAKey: LoRAPair] = [:]
     public var v: [LoRAKey: LoRAPair] = [:]
