@@ -165,6 +165,20 @@ public enum TrainOps {
         }
     }
 
+    /// act(x) and act'(x) together (one exp or tanh), in Float, as `Kernels.activation` defines act.
+    @inlinable
+    public static func activationAndDerivative(_ x: Float, _ act: Activation) -> (Float, Float) {
+        switch act {
+        case .silu:
+            let s = 1 / (1 + Foundation.exp(-x))
+            return (x * s, s * (1 + x * (1 - s)))
+        case .geluTanh:
+            let k: Float = 0.7978845608028654
+            let t = Foundation.tanh(k * (x + 0.044715 * x * x * x))
+            return (0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
+        }
+    }
+
     /// Backward of out = act(gate) · up: dgate = dout · up · act'(gate), dup = dout · act(gate).
     public static func gatedActivationBackward(_ dout: [Float], gate: [Float], up: [Float], _ act: Activation)
         -> (dgate: [Float], dup: [Float]) {
@@ -175,8 +189,9 @@ public enum TrainOps {
                 let d = dp.baseAddress!, g = gp.baseAddress!, u = upp.baseAddress!
                 let og = dgp.baseAddress!, ou = dup.baseAddress!
                 trainParallelFor(gp.count, grain: 16384) { i in
-                    og[i] = d[i] * u[i] * activationDerivative(g[i], act)
-                    ou[i] = d[i] * Kernels.activation(g[i], act)
+                    let (a, da) = activationAndDerivative(g[i], act)
+                    og[i] = d[i] * u[i] * da
+                    ou[i] = d[i] * a
                 }
             } }
         } } }
@@ -315,11 +330,13 @@ public enum TrainOps {
                 guard label >= 0 && label < V else { for i in 0..<V { row[i] = 0 }; return }
                 var m = -Float.infinity
                 for i in 0..<V where row[i] > m { m = row[i] }
+                let target = row[label]
+                // One exp per logit: e = exp(x − m) kept in place, summed in Double.
                 var s = 0.0
-                for i in 0..<V { s += Foundation.exp(Double(row[i] - m)) }
-                prb[r] = Double(m) + Foundation.log(s) - Double(row[label])
-                let lse = Float(Double(m) + Foundation.log(s))
-                for i in 0..<V { row[i] = Foundation.exp(row[i] - lse) * gradScale }
+                for i in 0..<V { let e = Foundation.exp(row[i] - m); row[i] = e; s += Double(e) }
+                prb[r] = Double(m) + Foundation.log(s) - Double(target)
+                let k = Float(1 / s) * gradScale
+                for i in 0..<V { row[i] *= k }
                 row[label] -= gradScale
             }
         } }
