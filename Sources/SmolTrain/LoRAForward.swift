@@ -28,13 +28,16 @@ public struct LossResult: Sendable {
 public final class LoRAModel: Sendable {
     public let model: DenseDecoderModel
     public let options: TrainOptions
+    /// Weights kept in their stored encoding (QLoRA on a GGUF); nil: all Float32 from `model`.
+    public let quantized: QuantizedBase?
 
-    public init(model: DenseDecoderModel, options: TrainOptions = TrainOptions()) throws {
+    public init(model: DenseDecoderModel, options: TrainOptions = TrainOptions(), quantized: QuantizedBase? = nil) throws {
         for (i, l) in model.spec.layers.enumerated() where l.moe != nil {
             throw SmolError(.unsupported, at: "layer \(i)", "LoRA training of mixture-of-experts layers is not implemented yet")
         }
         self.model = model
         self.options = options
+        self.quantized = quantized
     }
 
     public var spec: DenseDecoderSpec { model.spec }
@@ -108,7 +111,9 @@ public final class LoRAModel: Sendable {
         let R = rows.count
         var hr = [Float](repeating: 0, count: R * D)                           // [R, D]
         for (r, t) in rows.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
-        var logits = Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
+        let qHead = quantized?.lmHead
+        var logits = qHead?.apply(hr, tokens: R)
+            ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
         if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
         let capped = spec.finalLogitSoftcap == nil ? [] : logits
         let (nll, count) = TrainOps.crossEntropyBackward(&logits, rows: R, vocab: V, labels: rows.map { labels[$0] },
@@ -116,7 +121,11 @@ public final class LoRAModel: Sendable {
         if backward {
             if let cap = spec.finalLogitSoftcap { TrainOps.softcapBackward(&logits, capped: capped, cap: cap) }
             var dhr = [Float](repeating: 0, count: R * D)
-            TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+            if let qHead {
+                qHead.accumulateTransposed(logits, tokens: R, into: &dhr)
+            } else {
+                TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+            }
             for (r, t) in rows.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
         }
         _ = T
@@ -154,7 +163,7 @@ public final class LoRAModel: Sendable {
     /// A frozen linear with its optional LoRA branch: y = x·Wᵀ (+ bias) + s·(x·Aᵀ)·Bᵀ.
     func project(_ x: [Float], rows T: Int, inDim: Int, weight: [Float], outDim: Int, bias: [Float]?,
                  key: LoRAKey, adapter: LoRAAdapter, tape: inout LayerTape, keep: Bool) -> [Float] {
-        var y = Kernels.matmul(x, rows: T, inDim: inDim, weight: weight, outDim: outDim)
+        var y = quantized?.linears[key]?.apply(x, tokens: T) ?? Kernels.matmul(x, rows: T, inDim: inDim, weight: weight, outDim: outDim)
         if let bias { for r in 0..<T { for i in 0..<outDim { y[r * outDim + i] += bias[i] } } }
         if let p = adapter.pairs[key] {
             let u = TrainOps.loraForward(x, rows: T, inDim: inDim, outDim: outDim, rank: p.rank, scale: adapter.config.scale,
@@ -184,7 +193,13 @@ public final class LoRAModel: Sendable {
         let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
         guard T > 0 else { throw SmolError(.invalidArgument, "forward needs at least one token") }
         let positions = Array(0..<T)
-        var h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale)   // [T, D]
+        var h: [Float]   // [T, D]
+        if let qe = quantized?.embed {
+            h = try qe.gatherRows(tokens)
+            if let s = spec.embedScale { Kernels.scale(&h, by: s) }
+        } else {
+            h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale)
+        }
         let pli = try perLayerInputs(tokens: tokens, embeddings: h)                                           // [T, L, P]
         // Final keys and values per layer (KV sharing reads an earlier layer's).
         var keysOf = [Int: [Float]](), valuesOf = [Int: [Float]]()
@@ -309,7 +324,11 @@ public final class LoRAModel: Sendable {
     func projectBackward(_ dy: [Float], x: [Float], rows T: Int, inDim: Int, weight: [Float], outDim: Int,
                          key: LoRAKey, tape: LayerTape, adapter: LoRAAdapter, gradients: inout LoRAAdapter,
                          dx: inout [Float]) {
-        TrainOps.linearBackward(dy, rows: T, outDim: outDim, weight: weight, inDim: inDim, into: &dx)
+        if let ql = quantized?.linears[key] {
+            ql.accumulateTransposed(dy, tokens: T, into: &dx)
+        } else {
+            TrainOps.linearBackward(dy, rows: T, outDim: outDim, weight: weight, inDim: inDim, into: &dx)
+        }
         if let p = adapter.pairs[key], let u = tape.u[key.module] {
             var g = gradients.pairs[key]!
             TrainOps.loraBackward(dy, x: x, u: u, rows: T, inDim: inDim, outDim: outDim, rank: p.rank,
