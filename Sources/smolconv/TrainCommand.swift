@@ -10,8 +10,10 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a LoRA adapter on a frozen dense model (CPU, Float32) and save it as a PEFT folder.",
         discussion: """
-        MODEL is a Hugging Face folder, a .safetensors file with config.json, or a GGUF file (block \
-        types dequantized exactly); its weights stay frozen and only the LoRA matrices train: \
+        MODEL is a Hugging Face folder, a .safetensors file with config.json, or a GGUF file; its \
+        weights stay frozen and only the LoRA matrices train. A GGUF's linears, embedding and \
+        output layer stay in their stored blocks and are dequantized tile by tile inside each \
+        product (QLoRA; --dequantize-base loads them as Float32 instead): \
         y = x·Wᵀ + (alpha/r)·(x·Aᵀ)·Bᵀ on every --targets linear of every layer.
 
         --data: a UTF-8 text (tokenized with the model's tokenizer, BOS first when the model adds \
@@ -94,6 +96,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("save-gradients"), help: "Write the last step's gradients (safetensors) here.")
     var saveGradients: String?
 
+    @Flag(name: .customLong("dequantize-base"), help: "GGUF models: dequantize the frozen weights to Float32 up front instead of keeping them encoded (QLoRA).")
+    var dequantizeBase = false
+
     @Flag(name: .customLong("attention-softcap-off"), help: "Drop Gemma 2's attention soft-capping, as transformers' default SDPA attention does.")
     var attentionSoftcapOff = false
 
@@ -112,15 +117,19 @@ struct Train: ParsableCommand {
         try runReportingErrors {
             let ckpt = try Checkpoint.open(model)
             let loadStart = Date()
-            let base = try DenseDecoderModel.load(checkpoint: ckpt)
+            let trainOptions = TrainOptions(attentionSoftcapping: !attentionSoftcapOff)
+            // GGUF: keep the frozen linears, embedding and output layer in their stored blocks (QLoRA).
+            let lora = try ckpt.gguf.flatMap { g in dequantizeBase ? nil : try LoRAModel.quantized(gguf: g, options: trainOptions) }
+                ?? LoRAModel(model: try DenseDecoderModel.load(checkpoint: ckpt), options: trainOptions)
+            let base = lora.model
             let modelConfig: ModelConfig? = try? {
                 if let g = ckpt.gguf { return try GGUFWeightReader(file: g).config }
                 guard let json = ckpt.config else { return nil }
                 return try ModelConfig(json: json, file: ckpt.folder ?? ckpt.path)
             }()
             let prefix = DenseArchitectures.table[base.spec.modelType]?.names.prefix ?? "model."
-            let lora = try LoRAModel(model: base, options: TrainOptions(attentionSoftcapping: !attentionSoftcapOff))
-            Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
+            let kept = lora.quantized.map { ", \(Format.bytes($0.byteCount)) of weights kept encoded" } ?? ""
+            Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s\(kept)")
 
             // The adapter (and the optimizer state when resuming).
             var adapter: LoRAAdapter
