@@ -66,7 +66,7 @@ public final class LoRAModel: Sendable {
     /// Forward-only loss (no tape kept beyond what a layer needs).
     public func loss(tokens: [Int], labels: [Int], adapter: LoRAAdapter) throws -> LossResult {
         var tapes: [LayerTape] = []
-        let (hFinalIn, _) = try forwardLayers(tokens: tokens, adapter: adapter, keep: false, tapes: &tapes)
+        let hFinalIn = try forwardLayers(tokens: tokens, adapter: adapter, keep: false, tapes: &tapes)
         var h = hFinalIn
         let D = spec.hiddenSize
         Kernels.rmsNorm(&h, rows: tokens.count, dim: D, weight: model.weights.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
@@ -82,7 +82,7 @@ public final class LoRAModel: Sendable {
         let T = tokens.count, D = spec.hiddenSize
         guard labels.count == T else { throw SmolError(.invalidArgument, "\(labels.count) labels for \(T) tokens") }
         var tapes: [LayerTape] = []
-        let (hLast, _) = try forwardLayers(tokens: tokens, adapter: adapter, keep: true, tapes: &tapes)
+        let hLast = try forwardLayers(tokens: tokens, adapter: adapter, keep: true, tapes: &tapes)
         var h = hLast
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: model.weights.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         var dh = [Float](repeating: 0, count: T * D)
@@ -102,7 +102,7 @@ public final class LoRAModel: Sendable {
     /// Logits of the labelled rows only (the output layer is the largest matmul), final soft-cap,
     /// loss, and (backward) dh of the final norm's output.
     func head(_ h: [Float], labels: [Int], gradScale: Float, dh: inout [Float], backward: Bool) throws -> LossResult {
-        let D = spec.hiddenSize, V = spec.vocabSize, T = labels.count
+        let D = spec.hiddenSize, V = spec.vocabSize
         for (t, l) in labels.enumerated() where l != -100 && (l < 0 || l >= V) {
             throw SmolError(.invalidArgument, at: "label \(t)", "label \(l) outside the vocabulary (size \(V))")
         }
@@ -128,7 +128,6 @@ public final class LoRAModel: Sendable {
             }
             for (r, t) in rows.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
         }
-        _ = T
         return LossResult(nll: nll, count: count)
     }
 
@@ -187,7 +186,7 @@ public final class LoRAModel: Sendable {
     }
 
     /// Runs every layer; returns the last layer's output (before the final norm).
-    func forwardLayers(tokens: [Int], adapter: LoRAAdapter, keep: Bool, tapes: inout [LayerTape]) throws -> ([Float], Void) {
+    func forwardLayers(tokens: [Int], adapter: LoRAAdapter, keep: Bool, tapes: inout [LayerTape]) throws -> [Float] {
         try checkAdapter(adapter)
         let w = model.weights
         let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
@@ -203,8 +202,6 @@ public final class LoRAModel: Sendable {
         let pli = try perLayerInputs(tokens: tokens, embeddings: h)                                           // [T, L, P]
         // Final keys and values per layer (KV sharing reads an earlier layer's).
         var keysOf = [Int: [Float]](), valuesOf = [Int: [Float]]()
-        let scale = adapter.config.scale
-        _ = scale
         for (i, layer) in spec.layers.enumerated() {
             let lw = w.layers[i]
             let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
@@ -297,7 +294,7 @@ public final class LoRAModel: Sendable {
             if layer.hasLayerScalar { Kernels.scale(&h, by: lw.layerScalar) }
             if keep { tapes.append(tape) }
         }
-        return (h, ())
+        return h
     }
 
     /// Gemma 4 PLE inputs [T, L, P], exactly as `Engine.perLayerInputs` (frozen: no gradient flows

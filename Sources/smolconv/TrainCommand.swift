@@ -179,8 +179,7 @@ struct Train: ParsableCommand {
 
             let trainer = try LoRATrainer(model: lora, adapter: adapter, config: cfg, optimizer: optimizer)
             let logFile: FileHandle? = try log.map { path in
-                FileManager.default.createFile(atPath: path, contents: nil)
-                guard let h = FileHandle(forWritingAtPath: path) else {
+                guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
                     throw SmolError(.invalidArgument, file: path, "cannot open the log for writing")
                 }
                 return h
