@@ -6,14 +6,23 @@ import SmolTensor
 public enum LoRAModule: String, CaseIterable, Sendable, Hashable, Comparable {
     case q = "q_proj", k = "k_proj", v = "v_proj", o = "o_proj"
     case gate = "gate_proj", up = "up_proj", down = "down_proj"
+    /// MoE experts' stacked parameters (PEFT `target_parameters`): one LoRA pair per parameter,
+    /// A [E·r, in] and B [out, E·r] (expert e: rows e·r… of A, columns j·E + e of B).
+    case expertsGateUp = "experts.gate_up_proj", expertsDown = "experts.down_proj"
 
     /// The submodule holding it (`self_attn` or `mlp`), as in HF tensor names.
     public var parent: String {
         switch self {
         case .q, .k, .v, .o: return "self_attn"
-        case .gate, .up, .down: return "mlp"
+        case .gate, .up, .down, .expertsGateUp, .expertsDown: return "mlp"
         }
     }
+
+    /// A stacked-experts parameter (not a linear module).
+    public var isExperts: Bool { self == .expertsGateUp || self == .expertsDown }
+
+    /// The linear modules (PEFT `target_modules` names).
+    public static let linears: [LoRAModule] = [.q, .k, .v, .o, .gate, .up, .down]
 
     var order: Int { Self.allCases.firstIndex(of: self)! }
     public static func < (a: LoRAModule, b: LoRAModule) -> Bool { a.order < b.order }
@@ -75,9 +84,25 @@ public struct LoRAAdapter: Sendable {
     public var pairs: [LoRAKey: LoRAPair]
     /// HF name prefix of the decoder (`model.`), for PEFT names.
     public var namePrefix: String
+    /// PEFT's module path (after `layers.N.`) of each adapted experts parameter. PEFT wraps the
+    /// parameters in `target_parameters` order, each wrapper around the previous one, so with both
+    /// targeted the first is `mlp.experts.base_layer` and the second `mlp.experts`.
+    public var expertPaths: [LoRAModule: String]
 
-    public init(config: LoRAConfig, pairs: [LoRAKey: LoRAPair], namePrefix: String = "model.") {
-        self.config = config; self.pairs = pairs; self.namePrefix = namePrefix
+    public init(config: LoRAConfig, pairs: [LoRAKey: LoRAPair], namePrefix: String = "model.",
+                expertPaths: [LoRAModule: String] = [:]) {
+        self.config = config; self.pairs = pairs; self.namePrefix = namePrefix; self.expertPaths = expertPaths
+    }
+
+    /// `expertPaths` for experts parameters listed in `targetParameters` order; `expertPrefix` is
+    /// what precedes `experts.` in the model's names ("mlp." or "" for gemma4).
+    public static func expertPaths(_ targetParameters: [LoRAModule], expertPrefix: String = "mlp.") -> [LoRAModule: String] {
+        var out: [LoRAModule: String] = [:]
+        for (i, m) in targetParameters.enumerated() {
+            let wrappersAround = targetParameters.count - 1 - i   // later parameters wrap this one
+            out[m] = expertPrefix + "experts" + String(repeating: ".base_layer", count: wrappersAround)
+        }
+        return out
     }
 
     /// The adapted positions in a fixed order (layer, then q k v o gate up down).
@@ -88,6 +113,8 @@ public struct LoRAAdapter: Sendable {
     public static func shape(of module: LoRAModule, layer: DecoderLayerSpec, hidden D: Int) -> (inDim: Int, outDim: Int)? {
         let q = layer.heads * layer.headDim, kv = layer.kvHeads * layer.headDim, F = layer.intermediateSize
         switch module {
+        case .expertsGateUp: return layer.moe.map { (D, 2 * $0.intermediateSize) }
+        case .expertsDown: return layer.moe.map { ($0.intermediateSize, D) }
         case .q: return (D, q)
         case .k: return layer.kvSharedFrom == nil ? (D, kv) : nil
         case .v: return (layer.kvSharedFrom == nil && !layer.valueIsKey) ? (D, kv) : nil
@@ -107,24 +134,28 @@ public struct LoRAAdapter: Sendable {
             for m in config.targets.sorted() {
                 guard let (inDim, outDim) = shape(of: m, layer: layer, hidden: spec.hiddenSize) else { continue }
                 let bound = 1 / Double(inDim).squareRoot()
-                let a = (0..<(config.rank * inDim)).map { _ in Float((rng.nextDouble() * 2 - 1) * bound) }
-                pairs[LoRAKey(layer: i, module: m)] = LoRAPair(a: a, b: [Float](repeating: 0, count: outDim * config.rank),
-                                                                rank: config.rank, inDim: inDim, outDim: outDim)
+                let rank = config.rank * (m.isExperts ? layer.moe!.experts : 1)   // experts: E·r rows
+                let a = (0..<(rank * inDim)).map { _ in Float((rng.nextDouble() * 2 - 1) * bound) }
+                pairs[LoRAKey(layer: i, module: m)] = LoRAPair(a: a, b: [Float](repeating: 0, count: outDim * rank),
+                                                                rank: rank, inDim: inDim, outDim: outDim)
             }
         }
-        return LoRAAdapter(config: config, pairs: pairs, namePrefix: namePrefix)
+        let expertPrefix = spec.layers.compactMap(\.moe).first?.expertPrefix ?? "mlp."
+        return LoRAAdapter(config: config, pairs: pairs, namePrefix: namePrefix,
+                           expertPaths: expertPaths(config.targets.filter(\.isExperts), expertPrefix: expertPrefix))
     }
 
     /// Zeros in every pair (a gradient accumulator).
     public func zeros() -> LoRAAdapter {
-        LoRAAdapter(config: config, pairs: pairs.mapValues { $0.zeros() }, namePrefix: namePrefix)
+        LoRAAdapter(config: config, pairs: pairs.mapValues { $0.zeros() }, namePrefix: namePrefix, expertPaths: expertPaths)
     }
 
     /// PEFT's saved name of a matrix: `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
     /// `adapterName` inserts PEFT's in-memory adapter name (`…lora_A.default.weight`).
     public func peftName(_ key: LoRAKey, _ matrix: LoRAMatrix, adapterName: String? = nil) -> String {
         let mid = adapterName.map { ".\($0)" } ?? ""
-        return "base_model.model.\(namePrefix)layers.\(key.layer).\(key.module.parent).\(key.module.rawValue).lora_\(matrix.rawValue)\(mid).weight"
+        let path = expertPaths[key.module] ?? "\(key.module.parent).\(key.module.rawValue)"
+        return "base_model.model.\(namePrefix)layers.\(key.layer).\(path).lora_\(matrix.rawValue)\(mid).weight"
     }
 
     /// Every LoRA matrix with its PEFT name and shape, in `keys` order (A before B).

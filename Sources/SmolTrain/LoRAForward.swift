@@ -32,9 +32,6 @@ public final class LoRAModel: Sendable {
     public let quantized: QuantizedBase?
 
     public init(model: DenseDecoderModel, options: TrainOptions = TrainOptions(), quantized: QuantizedBase? = nil) throws {
-        for (i, l) in model.spec.layers.enumerated() where l.moe != nil {
-            throw SmolError(.unsupported, at: "layer \(i)", "LoRA training of mixture-of-experts layers is not implemented yet")
-        }
         self.model = model
         self.options = options
         self.quantized = quantized
@@ -91,7 +88,7 @@ public final class LoRAModel: Sendable {
                                       eps: spec.normEps, weighting: spec.normWeighting)
         var dKV = [Int: (dk: [Float], dv: [Float])]()
         for i in stride(from: spec.layers.count - 1, through: 0, by: -1) {
-            dh = layerBackward(i, tape: tapes[i], dh: dh, adapter: adapter, gradients: &gradients, dKV: &dKV)
+            dh = try layerBackward(i, tape: tapes[i], dh: dh, adapter: adapter, gradients: &gradients, dKV: &dKV)
             tapes[i] = LayerTape()   // free as we go
         }
         return result
@@ -157,6 +154,7 @@ public final class LoRAModel: Sendable {
         var pgOut: [Float] = []      // [T, P] act(pre) · per-layer input (projection input)
         var ppRaw: [Float] = []      // [T, D] projection output before its norm
         var pli: [Float] = []        // [T, P] this layer's per-layer input
+        var moe: MoETape? = nil      // the layer's mixture-of-experts block
     }
 
     /// A frozen linear with its optional LoRA branch: y = x·Wᵀ (+ bias) + s·(x·Aᵀ)·Bᵀ.
@@ -174,6 +172,11 @@ public final class LoRAModel: Sendable {
 
     func checkAdapter(_ adapter: LoRAAdapter) throws {
         for (key, p) in adapter.pairs {
+            if key.module.isExperts, let moe = spec.layers[safe: key.layer]?.moe {
+                guard p.rank % moe.experts == 0 else {
+                    throw SmolError(.mismatch, at: "layer \(key.layer) \(key.module.rawValue)", "LoRA rows \(p.rank) are not a multiple of \(moe.experts) experts")
+                }
+            }
             guard key.layer >= 0 && key.layer < spec.layers.count,
                   let (inDim, outDim) = LoRAAdapter.shape(of: key.module, layer: spec.layers[key.layer], hidden: spec.hiddenSize) else {
                 throw SmolError(.mismatch, at: "layer \(key.layer) \(key.module.rawValue)", "the model has no such linear")
@@ -271,6 +274,12 @@ public final class LoRAModel: Sendable {
                 m = project(g, rows: T, inDim: F, weight: lw.down, outDim: D, bias: nil,
                             key: LoRAKey(layer: i, module: .down), adapter: adapter, tape: &tape, keep: keep)       // [T, D]
             }
+            if layer.moe != nil {
+                var moeTape = MoETape()
+                m = try moeForward(layer: i, residual: h, normed: x, dense: F > 0 ? m : nil, tokens: T,
+                                   adapter: adapter, keep: keep, tape: &moeTape)
+                if keep { tape.moe = moeTape }
+            }
             if let n = lw.mlpOutNorm {
                 if keep { tape.mRaw = m }
                 Kernels.rmsNorm(&m, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
@@ -336,7 +345,7 @@ public final class LoRAModel: Sendable {
 
     /// dh of the layer's output → dh of its input.
     func layerBackward(_ i: Int, tape: LayerTape, dh dhOut: [Float], adapter: LoRAAdapter, gradients: inout LoRAAdapter,
-                       dKV: inout [Int: (dk: [Float], dv: [Float])]) -> [Float] {
+                       dKV: inout [Int: (dk: [Float], dv: [Float])]) throws -> [Float] {
         let layer = spec.layers[i], lw = model.weights.layers[i]
         let T = tape.hIn.count / spec.hiddenSize, D = spec.hiddenSize
         let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
@@ -354,22 +363,29 @@ public final class LoRAModel: Sendable {
             TrainOps.linearBackward(dpg, rows: T, outDim: P, weight: lw.perLayerGate!, inDim: D, into: &dh)
         }
 
-        // MLP block: h += outNorm?(down(act(gate(x2)) · up(x2))), x2 = norm(hMid).
+        // MLP block: h += outNorm?(mlp(x2)), x2 = norm(hMid); mlp = down(act(gate(x2)) · up(x2)), or
+        // the MoE block (which may read hMid itself and, for gemma4, the dense MLP's output).
         let F = layer.intermediateSize
-        if F > 0 {
-            let dm = lw.mlpOutNorm.map { TrainOps.rmsNormBackward(dh, input: tape.mRaw, rows: T, dim: D, weight: $0, eps: eps, weighting: weighting) } ?? dh
+        let dm = lw.mlpOutNorm.map { TrainOps.rmsNormBackward(dh, input: tape.mRaw, rows: T, dim: D, weight: $0, eps: eps, weighting: weighting) } ?? dh
+        var dx2 = [Float](repeating: 0, count: T * D)
+        var dDense: [Float]? = dm
+        if let moeTape = tape.moe {
+            let r = try moeBackward(layer: i, tape: moeTape, dout: dm, residual: tape.hMid, tokens: T, adapter: adapter, gradients: &gradients)
+            Kernels.add(&dh, r.dResidual)
+            Kernels.add(&dx2, r.dNormed)
+            dDense = r.dDense
+        }
+        if F > 0, let dm = dDense {
             var dact = [Float](repeating: 0, count: T * F)
             projectBackward(dm, x: tape.act, rows: T, inDim: F, weight: lw.down, outDim: D, key: LoRAKey(layer: i, module: .down),
                             tape: tape, adapter: adapter, gradients: &gradients, dx: &dact)
             let (dg, du) = TrainOps.gatedActivationBackward(dact, gate: tape.gRaw, up: tape.up, spec.activation)
-            var dx2 = [Float](repeating: 0, count: T * D)
             projectBackward(dg, x: tape.x2, rows: T, inDim: D, weight: lw.gate, outDim: F, key: LoRAKey(layer: i, module: .gate),
                             tape: tape, adapter: adapter, gradients: &gradients, dx: &dx2)
             projectBackward(du, x: tape.x2, rows: T, inDim: D, weight: lw.up, outDim: F, key: LoRAKey(layer: i, module: .up),
                             tape: tape, adapter: adapter, gradients: &gradients, dx: &dx2)
-            let dhm = TrainOps.rmsNormBackward(dx2, input: tape.hMid, rows: T, dim: D, weight: lw.mlpNorm, eps: eps, weighting: weighting)
-            Kernels.add(&dh, dhm)
         }
+        Kernels.add(&dh, TrainOps.rmsNormBackward(dx2, input: tape.hMid, rows: T, dim: D, weight: lw.mlpNorm, eps: eps, weighting: weighting))
 
         // Attention block: h += outNorm?(o(attention(q, k, v))).
         let dO = lw.attnOutNorm.map { TrainOps.rmsNormBackward(dh, input: tape.oRaw, rows: T, dim: D, weight: $0, eps: eps, weighting: weighting) } ?? dh
@@ -424,6 +440,10 @@ public final class LoRAModel: Sendable {
         Kernels.add(&dh, dhIn)
         return dh
     }
+}
+
+extension Array {
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
 }
 
 /// YaRN's attention factor scales the rotated dims of each head (as the engine applies it, after

@@ -49,7 +49,7 @@ public enum PEFTAdapter {
                 throw SmolError(.unsupported, file: configPath, at: key, "per-module ranks / alphas are not supported")
             }
         }
-        for key in ["layers_to_transform", "modules_to_save", "target_parameters", "trainable_token_indices"] {
+        for key in ["layers_to_transform", "modules_to_save", "trainable_token_indices"] {
             if let v = json[key], !v.isNull, v.arrayValue?.isEmpty != true {
                 throw SmolError(.unsupported, file: configPath, at: key, "\(v) is not supported")
             }
@@ -63,8 +63,25 @@ public enum PEFTAdapter {
                 throw SmolError(.unsupported, file: configPath, at: "target_modules",
                                 "\(v) is not one of \(LoRAModule.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            guard !m.isExperts else {
+                throw SmolError(.unsupported, file: configPath, at: "target_modules", "\(v) is not a module name")
+            }
             targets.append(m)
         }
+        // MoE experts: `target_parameters` such as "mlp.experts.gate_up_proj", in wrapping order.
+        var expertOrder: [LoRAModule] = [], expertPrefix = "mlp."
+        if let tp = json["target_parameters"], !tp.isNull {
+            for v in tp.arrayValue ?? [] {
+                guard let s = v.stringValue,
+                      let m = [LoRAModule.expertsGateUp, .expertsDown].first(where: { s == "experts." + $0.rawValue.dropFirst(8) || s.hasSuffix("." + $0.rawValue) }) else {
+                    throw SmolError(.unsupported, file: configPath, at: "target_parameters",
+                                    "\(v) is not supported (only <prefix>experts.gate_up_proj and <prefix>experts.down_proj)")
+                }
+                expertPrefix = String(s.dropLast(m.rawValue.count))
+                expertOrder.append(m)
+            }
+        }
+        targets += expertOrder
         let config = LoRAConfig(rank: r, alpha: alpha, targets: targets.sorted(),
                                 useRSLoRA: json["use_rslora"]?.boolValue ?? false,
                                 baseModel: json["base_model_name_or_path"]?.stringValue)
@@ -73,16 +90,54 @@ public enum PEFTAdapter {
         let file = try SafetensorsFile(path: weightsPath)
         var pairs: [LoRAKey: (a: [Float]?, b: [Float]?, shapeA: [Int], shapeB: [Int])] = [:]
         let head = "base_model.model." + namePrefix + "layers."
+        var moduleOfPath: [String: LoRAModule] = [:]
+        for m in LoRAModule.linears { moduleOfPath["\(m.parent).\(m.rawValue)"] = m }
+        // Experts: PEFT nests one wrapper per target parameter in the order the LoraConfig listed
+        // them, but saves target_parameters as a set (any order), so which of `experts` and
+        // `experts.base_layer` holds which parameter is read from the shapes: gate_up has
+        // A [E·r, D] and B [2I, E·r], down A [E·r, I] and B [D, E·r] (D = I and 2I = D cannot both hold).
+        var expertPaths: [LoRAModule: String] = [:]
+        if !expertOrder.isEmpty {
+            var shapesOfPath: [String: (a: [Int]?, b: [Int]?, layer: Int)] = [:]
+            for info in file.tensorInfos where info.name.hasPrefix(head) {
+                let rest = info.name.dropFirst(head.count)
+                guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0, layer < spec.layers.count,
+                      spec.layers[layer].moe != nil, rest.hasSuffix(".lora_A.weight") || rest.hasSuffix(".lora_B.weight") else { continue }
+                let path = String(rest[rest.index(after: dot)...].dropLast(".lora_A.weight".count))
+                guard path.hasPrefix(expertPrefix + "experts") else { continue }
+                var e = shapesOfPath[path] ?? (nil, nil, layer)
+                if rest.hasSuffix(".lora_A.weight") { e.a = info.shape } else { e.b = info.shape }
+                shapesOfPath[path] = e
+            }
+            for (path, e) in shapesOfPath {
+                guard let a = e.a, let b = e.b, a.count == 2, b.count == 2, let moe = spec.layers[e.layer].moe else { continue }
+                let D = spec.hiddenSize, I = moe.intermediateSize
+                let module: LoRAModule
+                if a[1] == D && b[0] == 2 * I { module = .expertsGateUp } else if a[1] == I && b[0] == D { module = .expertsDown } else {
+                    throw SmolError(.mismatch, file: weightsPath, at: "layer \(e.layer) \(path)",
+                                    "LoRA shapes \(a) / \(b) fit neither experts.gate_up_proj nor experts.down_proj")
+                }
+                guard expertOrder.contains(module) else {
+                    throw SmolError(.mismatch, file: weightsPath, at: "layer \(e.layer) \(path)", "\(module.rawValue) is not in target_parameters")
+                }
+                if let other = expertPaths[module], other != path {
+                    throw SmolError(.malformed, file: weightsPath, at: path, "\(module.rawValue) also held by \(other)")
+                }
+                expertPaths[module] = path
+            }
+        }
+        for (m, path) in expertPaths { moduleOfPath[path] = m }
         for info in file.tensorInfos {
             let name = info.name
             guard name.hasPrefix(head) else {
                 throw SmolError(.unsupported, file: weightsPath, at: "tensor '\(name)'", "not a LoRA matrix of a decoder layer")
             }
-            // <i>.<parent>.<module>.lora_<A|B>.weight
-            let parts = name.dropFirst(head.count).split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-            guard parts.count == 5, let layer = Int(parts[0]), layer >= 0, layer < spec.layers.count,
-                  let module = LoRAModule(rawValue: parts[2]), parts[1] == module.parent,
-                  parts[3] == "lora_A" || parts[3] == "lora_B", parts[4] == "weight" else {
+            // <i>.<module path>.lora_<A|B>.weight
+            let rest = name.dropFirst(head.count)
+            let isA = rest.hasSuffix(".lora_A.weight")
+            guard isA || rest.hasSuffix(".lora_B.weight"), let dot = rest.firstIndex(of: "."),
+                  let layer = Int(rest[..<dot]), layer >= 0, layer < spec.layers.count,
+                  let module = moduleOfPath[String(rest[rest.index(after: dot)...].dropLast(".lora_A.weight".count))] else {
                 throw SmolError(.unsupported, file: weightsPath, at: "tensor '\(name)'", "not a LoRA matrix this model has")
             }
             guard targets.contains(module) else {
@@ -91,14 +146,14 @@ public enum PEFTAdapter {
             guard let (inDim, outDim) = LoRAAdapter.shape(of: module, layer: spec.layers[layer], hidden: spec.hiddenSize) else {
                 throw SmolError(.mismatch, file: weightsPath, at: "tensor '\(name)'", "layer \(layer) has no \(module.rawValue)")
             }
-            let isA = parts[3] == "lora_A"
-            let expected = isA ? [r, inDim] : [outDim, r]
+            let rank = r * (module.isExperts ? (spec.layers[layer].moe?.experts ?? 1) : 1)   // experts: E·r
+            let expected = isA ? [rank, inDim] : [outDim, rank]
             guard info.shape == expected else {
                 throw SmolError(.mismatch, file: weightsPath, at: "tensor '\(name)'", "shape \(info.shape), expected \(expected) (r = \(r))")
             }
             let values = try loadFloat(file, name)
             let key = LoRAKey(layer: layer, module: module)
-            var entry = pairs[key] ?? (nil, nil, [r, inDim], [outDim, r])
+            var entry = pairs[key] ?? (nil, nil, [rank, inDim], [outDim, rank])
             if isA { entry.a = values } else { entry.b = values }
             pairs[key] = entry
         }
@@ -107,7 +162,7 @@ public enum PEFTAdapter {
             guard let a = e.a, let b = e.b else {
                 throw SmolError.malformed(weightsPath, at: "layer \(key.layer) \(key.module.rawValue)", "lora_A or lora_B missing")
             }
-            out[key] = LoRAPair(a: a, b: b, rank: r, inDim: e.shapeA[1], outDim: e.shapeB[0])
+            out[key] = LoRAPair(a: a, b: b, rank: e.shapeA[0], inDim: e.shapeA[1], outDim: e.shapeB[0])
         }
         // Every targeted linear the model has must be adapted (PEFT adapts them all).
         for (i, l) in spec.layers.enumerated() {
@@ -117,11 +172,12 @@ public enum PEFTAdapter {
                 }
             }
         }
-        return (LoRAAdapter(config: config, pairs: out, namePrefix: namePrefix), json)
+        return (LoRAAdapter(config: config, pairs: out, namePrefix: namePrefix, expertPaths: expertPaths), json)
     }
 
     /// The configuration PEFT 0.21 writes for a LoRA adapter with default options.
-    public static func defaultConfigJSON(_ config: LoRAConfig, baseModelClass: String?, modelType: String?) -> JSONValue {
+    public static func defaultConfigJSON(_ config: LoRAConfig, baseModelClass: String?, modelType: String?,
+                                         targetParameters: [String] = []) -> JSONValue {
         var pairs: [(String, JSONValue)] = [
             ("alora_invocation_tokens", .null), ("alpha_pattern", .object(JSONObject())), ("arrow_config", .null),
         ]
@@ -145,8 +201,8 @@ public enum PEFTAdapter {
             ("modules_to_save", .null), ("monteclora_config", .null), ("peft_type", .string("LORA")),
             ("peft_version", .string("0.21.0")), ("qalora_group_size", .int(16)), ("r", .int(config.rank)),
             ("rank_pattern", .object(JSONObject())), ("revision", .null),
-            ("target_modules", .array(config.targets.sorted().map { .string($0.rawValue) })),
-            ("target_parameters", .null), ("task_type", .null), ("trainable_token_indices", .null),
+            ("target_modules", .array(config.targets.filter { !$0.isExperts }.sorted().map { .string($0.rawValue) })),
+            ("target_parameters", targetParameters.isEmpty ? .null : .array(targetParameters.map { .string($0) })), ("task_type", .null), ("trainable_token_indices", .null),
             ("use_bdlora", .null), ("use_dora", .bool(false)), ("use_qalora", .bool(false)),
             ("use_rslora", .bool(config.useRSLoRA)), ("velora_config", .null),
         ]
@@ -163,13 +219,19 @@ public enum PEFTAdapter {
     public static func write(_ adapter: LoRAAdapter, to directory: String, configJSON: JSONValue? = nil,
                              baseModelClass: String? = nil, modelType: String? = nil, protecting inputs: [String] = []) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var json = configJSON ?? defaultConfigJSON(adapter.config, baseModelClass: baseModelClass, modelType: modelType)
+        // target_parameters in wrapping order: the innermost (most ".base_layer"s) first.
+        let targetParameters = adapter.expertPaths.sorted { $0.value.count > $1.value.count }.map { m, path in
+            path.replacingOccurrences(of: ".base_layer", with: "") + "." + m.rawValue.dropFirst("experts.".count)
+        }
+        var json = configJSON ?? defaultConfigJSON(adapter.config, baseModelClass: baseModelClass, modelType: modelType,
+                                                   targetParameters: targetParameters)
         if configJSON != nil {
             json = json.setting("r", .int(adapter.config.rank)).setting("lora_alpha", alphaJSON(adapter.config.alpha))
             // Keep the file's order of target_modules when the set is unchanged.
             let old = Set(json["target_modules"]?.arrayValue?.compactMap(\.stringValue) ?? [])
-            if old != Set(adapter.config.targets.map(\.rawValue)) {
-                json = json.setting("target_modules", .array(adapter.config.targets.sorted().map { .string($0.rawValue) }))
+            let linears = adapter.config.targets.filter { !$0.isExperts }
+            if old != Set(linears.map(\.rawValue)) {
+                json = json.setting("target_modules", .array(linears.sorted().map { .string($0.rawValue) }))
             }
         }
         let tensors = adapter.namedTensors().map { t in

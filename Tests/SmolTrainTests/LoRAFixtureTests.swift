@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SmolFormats
 import SmolModels
+import SmolEngine
 import SmolTensor
 import SmolTestSupport
 @testable import SmolTrain
@@ -37,7 +38,9 @@ struct LoRAFixture {
     init(_ arch: String) throws {
         self.arch = arch
         let dir = Fixtures.hf(arch)
-        let base = try DenseDecoderModel.load(configDirectory: dir, source: try SafetensorsCheckpoint(path: dir.path))
+        // MoE checkpoints in per-expert layouts go through the engine's loader (restructured to
+        // transformers' in-memory layout, which PEFT's target_parameters refer to).
+        let base = try ModelLoader.load(configDirectory: dir, source: try SafetensorsCheckpoint(path: dir.path))
         // The fixtures ran transformers' default (SDPA) attention, which drops Gemma 2's attention soft-cap.
         model = try LoRAModel(model: base, options: .transformersSDPA)
         (adapter, configJSON) = try PEFTAdapter.read(directory: dir.appendingPathComponent("lora").path, spec: base.spec)
@@ -52,8 +55,11 @@ struct LoRAFixture {
     func ref(_ name: String) throws -> [Float] { try loadFloat(reference, name) }
 }
 
+/// The MoE fixtures with a PEFT adapter (qwen3_moe_bf16_sharded has none).
+let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss"]
+
 @Suite struct LoRAFixtureTests {
-    @Test(arguments: Fixtures.denseArchitectures)
+    @Test(arguments: Fixtures.denseArchitectures + moeLoRAArchitectures)
     func lossGradientsAndAdamWStepMatchTorch(arch: String) throws {
         let f = try LoRAFixture(arch)
         #expect(f.adapter.pairs.count * 2 == f.reference.tensorInfos.filter { $0.name.hasPrefix("grad.") }.count)
