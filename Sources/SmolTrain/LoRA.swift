@@ -142,7 +142,8 @@ public struct LoRAAdapter: Sendable {
         }
         let expertPrefix = spec.layers.compactMap(\.moe).first?.expertPrefix ?? "mlp."
         return LoRAAdapter(config: config, pairs: pairs, namePrefix: namePrefix,
-                           expertPaths: expertPaths(config.targets.filter(\.isExperts), expertPrefix: expertPrefix))
+                           expertPaths: expertPaths(config.targets.filter { m in m.isExperts && pairs.keys.contains { $0.module == m } },
+                                                    expertPrefix: expertPrefix))
     }
 
     /// Zeros in every pair (a gradient accumulator).

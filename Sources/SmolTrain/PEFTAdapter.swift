@@ -15,6 +15,10 @@ import SmolTensor
 //                              base_model.model.<prefix>layers.<i>.<self_attn|mlp>.<module>.lora_A.weight [r, in]
 //                              base_model.model.<prefix>layers.<i>.<self_attn|mlp>.<module>.lora_B.weight [out, r]
 //                              (the in-memory adapter name, `.default`, is dropped on save).
+//                              MoE `target_parameters` (experts.gate_up_proj / experts.down_proj):
+//                              base_model.model.<prefix>layers.<i>.mlp.experts[.base_layer].lora_A.weight [E·r, in]
+//                              …lora_B.weight [out, E·r]; one wrapper per parameter, the first-listed
+//                              innermost (`.base_layer`), target_parameters saved in set order.
 
 public enum PEFTAdapter {
     public static let configFile = "adapter_config.json"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SmolConvert
+import SmolEngine
 import SmolFormats
 import SmolModels
 import SmolTensor
@@ -10,7 +11,8 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a LoRA adapter on a frozen dense model (CPU, Float32) and save it as a PEFT folder.",
         discussion: """
-        MODEL is a Hugging Face folder, a .safetensors file with config.json, or a GGUF file; its \
+        MODEL is a Hugging Face folder, a .safetensors file with config.json, or a GGUF file, dense \
+        or mixture-of-experts (any expert layout); its \
         weights stay frozen and only the LoRA matrices train. A GGUF's linears, embedding and \
         output layer stay in their stored blocks and are dequantized tile by tile inside each \
         product (QLoRA; --dequantize-base loads them as Float32 instead): \
@@ -57,7 +59,7 @@ struct Train: ParsableCommand {
     @Option(help: "LoRA alpha (the branch is scaled by alpha / r).")
     var alpha: Double = 32
 
-    @Option(help: "Comma-separated modules to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).")
+    @Option(help: "Comma-separated modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj and, on MoE models, experts.gate_up_proj,experts.down_proj (per-expert LoRA as PEFT's target_parameters).")
     var targets: String = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
     @Option(help: "Peak learning rate.")
@@ -119,16 +121,20 @@ struct Train: ParsableCommand {
             let loadStart = Date()
             let trainOptions = TrainOptions(attentionSoftcapping: !attentionSoftcapOff)
             // GGUF: keep the frozen linears, embedding and output layer in their stored blocks (QLoRA).
-            let lora = try ckpt.gguf.flatMap { g in dequantizeBase ? nil : try LoRAModel.quantized(gguf: g, options: trainOptions) }
-                ?? LoRAModel(model: try DenseDecoderModel.load(checkpoint: ckpt), options: trainOptions)
-            let base = lora.model
+            // (Dense GGUFs only: MoE experts go through the engine's loader, dequantized.)
+            var lora: LoRAModel? = nil
+            if let g = ckpt.gguf, !dequantizeBase, try GGUFWeightReader(file: g).config.moe == nil {
+                lora = try LoRAModel.quantized(gguf: g, options: trainOptions)
+            }
+            let loraModel = try lora ?? LoRAModel(model: try ModelLoader.load(checkpoint: ckpt), options: trainOptions)
+            let base = loraModel.model
             let modelConfig: ModelConfig? = try? {
                 if let g = ckpt.gguf { return try GGUFWeightReader(file: g).config }
                 guard let json = ckpt.config else { return nil }
                 return try ModelConfig(json: json, file: ckpt.folder ?? ckpt.path)
             }()
             let prefix = DenseArchitectures.table[base.spec.modelType]?.names.prefix ?? "model."
-            let kept = lora.quantized.map { ", \(Format.bytes($0.byteCount)) of weights kept encoded" } ?? ""
+            let kept = loraModel.quantized.map { ", \(Format.bytes($0.byteCount)) of weights kept encoded" } ?? ""
             Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s\(kept)")
 
             // The adapter (and the optimizer state when resuming).
@@ -177,7 +183,7 @@ struct Train: ParsableCommand {
             }
             Console.note("training \(Format.grouped(adapter.parameterCount)) LoRA parameters (r=\(adapter.config.rank), \(adapter.pairs.count) matrix pairs), \(steps - firstStep) steps")
 
-            let trainer = try LoRATrainer(model: lora, adapter: adapter, config: cfg, optimizer: optimizer)
+            let trainer = try LoRATrainer(model: loraModel, adapter: adapter, config: cfg, optimizer: optimizer)
             let logFile: FileHandle? = try log.map { path in
                 guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
                     throw SmolError(.invalidArgument, file: path, "cannot open the log for writing")

@@ -4,7 +4,7 @@ import SmolFormats
 import SmolTensor
 import SmolTestSupport
 
-/// `smolconv train` end to end against the llama fixture's torch reference (PEFT adapter resumed,
+/// `smolconv train` end to end against the fixtures' torch reference (PEFT adapter resumed,
 /// the reference input_ids, one AdamW step at lr 1e-2 without clipping or weight decay).
 @Suite struct TrainCommandTests {
     /// Gradients: Float32 on both sides, different summation orders; agree to ~2e-6 of the largest
@@ -28,8 +28,12 @@ import SmolTestSupport
         return den == 0 ? num : num / den
     }
 
-    @Test func oneStepOnTheLlamaFixtureMatchesTorch() throws {
-        let dir = Fixtures.hf("llama")
+    /// llama (dense) and qwen3_moe (per-expert checkpoint, attention + per-expert LoRA). The step is
+    /// compared on llama only: two of qwen3_moe's gradient elements sit near AdamW's eps, where the
+    /// update follows the gradient's own Float32 noise (the library test bounds those separately).
+    @Test(arguments: ["llama", "qwen3_moe"])
+    func oneStepOnAFixtureMatchesTorch(arch: String) throws {
+        let dir = Fixtures.hf(arch)
         let reference = try SafetensorsFile(path: dir.appendingPathComponent("reference.safetensors").path)
         let ids = try reference.tensorBytes("input_ids").withUnsafeBytes { raw in
             (0..<(raw.count / 8)).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
@@ -58,7 +62,7 @@ import SmolTestSupport
         let adapter = try SafetensorsFile(path: out.appendingPathComponent("adapter_model.safetensors").path)
         let peft = try SafetensorsFile(path: dir.appendingPathComponent("lora/adapter_model.safetensors").path)
         #expect(adapter.tensorInfos == peft.tensorInfos)
-        for t in adapter.tensorInfos {
+        for t in adapter.tensorInfos where arch == "llama" {
             let torchName = "after_step." + t.name.replacingOccurrences(of: ".weight", with: ".default.weight")
             let err = relativeError(try floats(adapter, t.name), try floats(torch, torchName))
             #expect(err < stepTolerance, "\(t.name): \(err)")

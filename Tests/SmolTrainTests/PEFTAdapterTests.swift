@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SmolFormats
 import SmolModels
+import SmolEngine
 import SmolTensor
 import SmolTestSupport
 @testable import SmolTrain
@@ -10,18 +11,19 @@ import SmolTestSupport
     func spec(_ arch: String) throws -> (DenseDecoderSpec, ModelConfig) {
         let dir = Fixtures.hf(arch)
         let config = try ModelConfig.load(folder: dir)
-        let model = try DenseDecoderModel.load(config: config, source: try SafetensorsCheckpoint(path: dir.path))
+        let model = try ModelLoader.load(config: config, source: try SafetensorsCheckpoint(path: dir.path))
         return (model.spec, config)
     }
 
-    /// Read + write reproduces PEFT's files byte for byte (same names, shapes, order, header, config).
-    @Test(arguments: Fixtures.denseArchitectures)
+    /// Read + write reproduces PEFT's files byte for byte (same names, shapes, order, header, config),
+    /// MoE adapters with target_parameters (per-expert A/B stacks, `experts.base_layer`) included.
+    @Test(arguments: Fixtures.denseArchitectures + moeLoRAArchitectures)
     func roundTripIsByteIdenticalToPEFT(arch: String) throws {
         let (spec, _) = try spec(arch)
         let src = Fixtures.hf(arch).appendingPathComponent("lora")
         let (adapter, json) = try PEFTAdapter.read(directory: src.path, spec: spec)
         #expect(adapter.config.rank == 4 && adapter.config.alpha == 8 && adapter.config.scale == 2)
-        #expect(adapter.config.targets.count == 7)
+        #expect(adapter.config.targets.count == (arch == "gemma4_moe" ? 4 : moeLoRAArchitectures.contains(arch) ? 6 : 7))
         let out = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }
         try PEFTAdapter.write(adapter, to: out.path, configJSON: json)
@@ -37,7 +39,7 @@ import SmolTestSupport
     func freshConfigHasPEFTKeys(arch: String) throws {
         let (spec, config) = try spec(arch)
         let peft = try JSONValue.parse(Array(try Data(contentsOf: Fixtures.hf(arch).appendingPathComponent("lora/adapter_config.json"))))
-        let cfg = LoRAConfig(rank: 4, alpha: 8, targets: LoRAModule.allCases)
+        let cfg = LoRAConfig(rank: 4, alpha: 8, targets: LoRAModule.linears)
         let adapter = LoRAAdapter.initialized(spec: spec, config: cfg, seed: 1)
         let out = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }

@@ -232,4 +232,53 @@ struct AttentionCase: Sendable, CustomTestStringConvertible {
         #expect(relError(gA, finiteDifference(a64) { f(x64, $0, b64) }) < fdTolerance, "dA")
         #expect(relError(gB, finiteDifference(b64) { f(x64, a64, $0) }) < fdTolerance, "dB")
     }
+
+    /// Routing weights' backward (the chosen experts held fixed) against finite differences of the
+    /// router as `Kernels.route` defines it, in Float64.
+    @Test(arguments: [RouterScoring.softmaxThenTopK(renormalize: true), .softmaxThenTopK(renormalize: false), .topKThenSoftmax])
+    func routingBackwardMatchesFiniteDifferences(scoring: RouterScoring) {
+        var r = Rand()
+        let T = 3, E = 6, K = 2
+        let logits = r.floats(T * E, scale: 2), c = r.floats(T * K)
+        let routing = Kernels.route(logits: logits, tokens: T, experts: E, topK: K, scoring: scoring)
+        let analytic = routingBackward(c, logits: logits, routing: routing, experts: E, scoring: scoring)
+        // The same experts stay chosen under ±1e-5 (no near ties in these logits).
+        func weights(_ l: [Double]) -> Double {
+            var total = 0.0
+            for t in 0..<T {
+                let row = Array(l[(t * E)..<((t + 1) * E)])
+                let chosen = Array(routing.experts[(t * K)..<((t + 1) * K)])
+                var w: [Double]
+                switch scoring {
+                case .topKThenSoftmax:
+                    let m = chosen.map { row[$0] }.max()!
+                    let e = chosen.map { exp(row[$0] - m) }
+                    w = e.map { $0 / e.reduce(0, +) }
+                case .softmaxThenTopK(let renormalize):
+                    let m = row.max()!
+                    let e = row.map { exp($0 - m) }
+                    let z = e.reduce(0, +)
+                    w = chosen.map { e[$0] / z }
+                    if renormalize { let s = w.reduce(0, +); w = w.map { $0 / s } }
+                }
+                for k in 0..<K { total += Double(c[t * K + k]) * w[k] }
+            }
+            return total
+        }
+        #expect(relError(analytic, finiteDifference(logits.map(Double.init), weights)) < fdTolerance)
+    }
+
+    @Test func clampedSwiGLUDerivativesMatchFiniteDifferences() {
+        let act = ExpertActivation.clampedSwiGLU(alpha: 1.702, limit: 7)
+        for (g, u) in [(0.3, -0.8), (-2.0, 1.5), (8.0, 0.5), (1.0, 9.0), (2.5, -7.5)] as [(Double, Double)] {
+            let (dg, du) = expertActivationDerivatives(Float(g), Float(u), act)
+            func f(_ g: Double, _ u: Double) -> Double {
+                let gc = min(g, 7), uc = max(min(u, 7), -7)
+                return (uc + 1) * gc / (1 + exp(-1.702 * gc))
+            }
+            let h = 1e-5
+            #expect(abs(Double(dg) - (f(g + h, u) - f(g - h, u)) / (2 * h)) < 1e-4, "gate \(g), \(u)")
+            #expect(abs(Double(du) - (f(g, u + h) - f(g, u - h)) / (2 * h)) < 1e-4, "up \(g), \(u)")
+        }
+    }
 }
