@@ -115,6 +115,8 @@ enum Quantizers {
     static func row(_ type: GGMLType, reference: Bool = false) -> RowQuant? {
         switch type {
         case .q8_0 where !reference: return { x, n, y, _ in blocks(x, n, 32, y, 34, q8_0Fast) }
+        case .q4_0 where !reference: return { x, n, y, qw in qw == nil ? blocks(x, n, 32, y, 18, q4_0Fast) : q4_0Impl(x, n, y, qw!, nmax: 8) }
+        case .q5_0 where !reference: return { x, n, y, qw in qw == nil ? blocks(x, n, 32, y, 22, q5_0Fast) : q4_0Impl(x, n, y, qw!, nmax: 16) }
         case .f32: return { x, n, y, _ in y.copyMemory(from: x, byteCount: 4 * n) }
         case .f16: return { x, n, y, _ in for i in 0..<n { y.storeBytes(of: floatToHalfBits(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) } }
         case .bf16: return { x, n, y, _ in for i in 0..<n { y.storeBytes(of: FloatBits.f32ToBF16(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) } }

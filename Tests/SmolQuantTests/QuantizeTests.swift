@@ -178,7 +178,7 @@ import SmolTestSupport
         let rowLength = 512, rows = 48
         var x = [Float](repeating: 0, count: rows * rowLength)
         for r in 0..<rows {
-            let scale: Float = [1e-30, 1e-3, 0.08, 1, 300, 1e30][r % 6]
+            let scale: Float = [1e-30, 1e-3, 0.08, 1, 300, 1e30, 1e-43][r % 7]   // 1e-43: subnormal, 1/d overflows
             for j in 0..<rowLength { x[r * rowLength + j] = Float.random(in: -1...1, using: &rng) * scale }
         }
         // Ties: a block whose largest magnitude is 127 (so Q8_0's 1/d is 1) holding k + 0.5 values.
