@@ -165,16 +165,16 @@ public enum TrainOps {
         }
     }
 
-    /// act(x) and act'(x) together (one exp or tanh), in Float, as `Kernels.activation` defines act.
+    /// act(x) and act'(x) together (one exp or tanh, SmolKernels' FastMath as the engine's kernels), in Float.
     @inlinable
     public static func activationAndDerivative(_ x: Float, _ act: Activation) -> (Float, Float) {
         switch act {
         case .silu:
-            let s = 1 / (1 + Foundation.exp(-x))
+            let s = 1 / (1 + FastMath.exp(-x))
             return (x * s, s * (1 + x * (1 - s)))
         case .geluTanh:
             let k: Float = 0.7978845608028654
-            let t = Foundation.tanh(k * (x + 0.044715 * x * x * x))
+            let t = FastMath.tanh(k * (x + 0.044715 * x * x * x))
             return (0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
         }
     }
@@ -228,7 +228,7 @@ public enum TrainOps {
             var m = sink ?? -Float.infinity
             for j in lo..<hi where row[j] > m { m = row[j] }
             var sum: Float = sink.map { Foundation.exp($0 - m) } ?? 0
-            for j in lo..<hi { let e = Foundation.exp(row[j] - m); row[j] = e; sum += e }
+            for j in lo..<hi { let e = FastMath.exp(row[j] - m); row[j] = e; sum += e }
             let inv = 1 / sum
             for j in 0..<S { row[j] = (j >= lo && j < hi) ? row[j] * inv : 0 }
         }
@@ -333,7 +333,7 @@ public enum TrainOps {
                 let target = row[label]
                 // One exp per logit: e = exp(x − m) kept in place, summed in Double.
                 var s = 0.0
-                for i in 0..<V { let e = Foundation.exp(row[i] - m); row[i] = e; s += Double(e) }
+                for i in 0..<V { let e = FastMath.exp(row[i] - m); row[i] = e; s += Double(e) }
                 prb[r] = Double(m) + Foundation.log(s) - Double(target)
                 let k = Float(1 / s) * gradScale
                 for i in 0..<V { row[i] *= k }

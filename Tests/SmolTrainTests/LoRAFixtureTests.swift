@@ -66,6 +66,9 @@ let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma
         let (loss, grads) = try f.model.lossAndGradients(tokens: f.inputIDs, adapter: f.adapter)
         let refLoss = Double(try f.ref("loss")[0])
         #expect(abs(loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) loss \(loss) vs \(refLoss)")
+        // The forward-only loss is the same computation without the tape.
+        let forwardOnly = try f.model.loss(tokens: f.inputIDs, labels: LoRAModel.shiftedLabels(f.inputIDs), adapter: f.adapter)
+        #expect(abs(forwardOnly.loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) forward-only loss \(forwardOnly.loss)")
 
         var worst: Float = 0, worstName = ""
         for t in grads.namedTensors(adapterName: "default") {
