@@ -315,6 +315,37 @@ public enum TrainOps {
 
     // MARK: Loss
 
+    /// max x[0..<n] (8 lanes).
+    @inlinable
+    static func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: -.infinity)
+        var i = 0
+        while i + 8 <= n { acc = pointwiseMax(acc, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
+        var m = acc.max()
+        while i < n { m = Swift.max(m, x[i]); i += 1 }
+        return m
+    }
+
+    /// Σ x[0..<n]: 8 Float lanes within blocks of 1024 (vectorized), the blocks added in Double.
+    @inlinable
+    static func blockSum(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+        var total = 0.0, start = 0
+        while start < n {
+            let end = min(n, start + 1024)
+            var acc = SIMD8<Float>(repeating: 0)
+            var i = start
+            while i + 8 <= end {
+                acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+                i += 8
+            }
+            var tail: Float = 0
+            while i < end { tail += x[i]; i += 1 }
+            total += Double(acc.sum()) + Double(tail)
+            start = end
+        }
+        return total
+    }
+
     /// Sum of next-token negative log-likelihoods over the rows with a label (labels[r] in 0..<V;
     /// anything else is ignored), and d(gradScale · sum)/dlogits written over `logits`.
     /// logits: [R, V] (already soft-capped when the model caps), labels: [R].
@@ -328,12 +359,12 @@ public enum TrainOps {
                 let row = base + r * V
                 let label = labels[r]
                 guard label >= 0 && label < V else { for i in 0..<V { row[i] = 0 }; return }
-                var m = -Float.infinity
-                for i in 0..<V where row[i] > m { m = row[i] }
+                let m = rowMax(row, V)
                 let target = row[label]
-                // One exp per logit: e = exp(x − m) kept in place, summed in Double.
-                var s = 0.0
-                for i in 0..<V { let e = FastMath.exp(row[i] - m); row[i] = e; s += Double(e) }
+                // One exp per logit: e = exp(x − m) kept in place (FastMath's vectorized loop), summed
+                // in 8 Float lanes per block of 1024 and the blocks in Double.
+                FastMath.expShifted(row, m, row, V)
+                let s = blockSum(row, V)
                 prb[r] = Double(m) + Foundation.log(s) - Double(target)
                 let k = Float(1 / s) * gradScale
                 for i in 0..<V { row[i] *= k }
