@@ -2,7 +2,8 @@
 """llama.cpp itself loads and runs `smolconv convert` / `smolconv quantize` outputs of the MoE fixtures.
 
 Uses libllama.so from llama-cpp-python 0.3.36's vendored llama.cpp build (LIBLLAMA, default
-/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/libllama.so) through ctypes; skipped
+.cache/llama.cpp/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/libllama.so, which
+tools/build_llama_cpp.sh builds) through ctypes; skipped
 when it is not there. The fixtures ship no tokenizer, and llama.cpp refuses a GGUF without
 `tokenizer.ggml.model`; so, for this check only, a copy of each output gets llama.cpp's own
 "no vocabulary" marker (`tokenizer.ggml.model = "none"`, LLAMA_VOCAB_TYPE_NONE) and `{arch}.vocab_size`
@@ -23,7 +24,8 @@ from safetensors.numpy import load_file
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOLCONV = os.environ.get("SMOLCONV", os.path.join(root, ".build", "debug", "smolconv"))
-LIB = os.environ.get("LIBLLAMA", "/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/libllama.so")
+LIB = os.environ.get("LIBLLAMA", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                              ".cache/llama.cpp/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/libllama.so"))
 FIX = os.path.join(root, "Tests", "Fixtures", "hf")
 TOLERANCE = 1e-2
 
