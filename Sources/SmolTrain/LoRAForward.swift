@@ -71,6 +71,23 @@ public final class LoRAModel: Sendable {
         return try head(h, labels: labels, gradScale: 0, dh: &dummy, backward: false)
     }
 
+    /// Forward-only logits of rows `fromRow ..< tokens.count` ([rows, V], after the final soft-cap)
+    /// with the adapter applied: the model W + (alpha/r)·B·A without forming it (what evaluating a
+    /// trained adapter needs, e.g. perplexity).
+    public func logits(tokens: [Int], adapter: LoRAAdapter, fromRow: Int = 0) throws -> [Float] {
+        let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
+        guard fromRow >= 0 && fromRow < T else { throw SmolError(.invalidArgument, "row \(fromRow) outside 0..<\(T)") }
+        var tapes: [LayerTape] = []
+        let hLast = try forwardLayers(tokens: tokens, adapter: adapter, keep: false, tapes: &tapes)
+        var h = Array(hLast[(fromRow * D)...])                                   // [R, D]
+        let R = T - fromRow
+        Kernels.rmsNorm(&h, rows: R, dim: D, weight: model.weights.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
+        var logits = quantized?.lmHead?.apply(h, tokens: R)
+            ?? Kernels.matmul(h, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
+        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+        return logits
+    }
+
     /// One forward and backward over `tokens` with per-row `labels` (−100: no loss at that row).
     /// Adds gradScale · d(Σ NLL)/dθ into `gradients` (pass 1 / total labelled rows of the batch to
     /// get the gradient of the batch's mean loss).
