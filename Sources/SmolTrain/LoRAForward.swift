@@ -9,7 +9,14 @@ public struct TrainOptions: Sendable, Equatable {
     /// attention drops it, so reproducing a plain `from_pretrained` model (the fixtures) needs false
     /// (same meaning as `EngineOptions.attentionSoftcapping`).
     public var attentionSoftcapping: Bool
-    public init(attentionSoftcapping: Bool = true) { self.attentionSoftcapping = attentionSoftcapping }
+    /// The output layer and loss run over blocks of rows of at most this many logits (Float32
+    /// elements; default 2²⁴ = 64 MiB), so a sequence's [rows, vocab] logits never exist whole.
+    /// Every row's loss and gradient depend on that row alone: any value gives the same numbers.
+    public var headBlockElements: Int
+    public init(attentionSoftcapping: Bool = true, headBlockElements: Int = 1 << 24) {
+        self.attentionSoftcapping = attentionSoftcapping
+        self.headBlockElements = headBlockElements
+    }
     /// What transformers 5 computes with its default attention (SDPA).
     public static let transformersSDPA = TrainOptions(attentionSoftcapping: false)
 }
@@ -114,7 +121,9 @@ public final class LoRAModel: Sendable {
     // MARK: Head and loss
 
     /// Logits of the labelled rows only (the output layer is the largest matmul), final soft-cap,
-    /// loss, and (backward) dh of the final norm's output.
+    /// loss, and (backward) dh of the final norm's output; a block of rows at a time
+    /// (`TrainOptions.headBlockElements`). The [rows, vocab] logits of a whole sequence would be the
+    /// largest activation of a step (Gemma 3's 262k vocabulary: 1 MiB a token).
     func head(_ h: [Float], labels: [Int], gradScale: Float, dh: inout [Float], backward: Bool) throws -> LossResult {
         let D = spec.hiddenSize, V = spec.vocabSize
         for (t, l) in labels.enumerated() where l != -100 && (l < 0 || l >= V) {
@@ -122,25 +131,33 @@ public final class LoRAModel: Sendable {
         }
         let rows = labels.indices.filter { labels[$0] >= 0 }
         if rows.isEmpty { return LossResult(nll: 0, count: 0) }
-        let R = rows.count
-        var hr = [Float](repeating: 0, count: R * D)                           // [R, D]
-        for (r, t) in rows.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
-        let qHead = quantized?.lmHead
-        var logits = qHead?.apply(hr, tokens: R)
-            ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
-        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
-        let capped = spec.finalLogitSoftcap == nil ? [] : logits
-        let (nll, count) = TrainOps.crossEntropyBackward(&logits, rows: R, vocab: V, labels: rows.map { labels[$0] },
-                                                         gradScale: gradScale)
-        if backward {
-            if let cap = spec.finalLogitSoftcap { TrainOps.softcapBackward(&logits, capped: capped, cap: cap) }
-            var dhr = [Float](repeating: 0, count: R * D)
-            if let qHead {
-                qHead.accumulateTransposed(logits, tokens: R, into: &dhr)
-            } else {
-                TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+        let blockRows = max(1, min(rows.count, options.headBlockElements / max(V, 1)))
+        var nll = 0.0, count = 0
+        var b0 = 0
+        while b0 < rows.count {
+            let block = Array(rows[b0..<min(rows.count, b0 + blockRows)])
+            let R = block.count
+            var hr = [Float](repeating: 0, count: R * D)                       // [R, D]
+            for (r, t) in block.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
+            let qHead = quantized?.lmHead
+            var logits = qHead?.apply(hr, tokens: R)
+                ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
+            if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+            let capped = spec.finalLogitSoftcap == nil || !backward ? [] : logits
+            let r = TrainOps.crossEntropyBackward(&logits, rows: R, vocab: V, labels: block.map { labels[$0] },
+                                                  gradScale: gradScale)
+            nll += r.nll; count += r.count
+            if backward {
+                if let cap = spec.finalLogitSoftcap { TrainOps.softcapBackward(&logits, capped: capped, cap: cap) }
+                var dhr = [Float](repeating: 0, count: R * D)
+                if let qHead {
+                    qHead.accumulateTransposed(logits, tokens: R, into: &dhr)
+                } else {
+                    TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+                }
+                for (r, t) in block.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
             }
-            for (r, t) in rows.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
+            b0 += R
         }
         return LossResult(nll: nll, count: count)
     }

@@ -55,6 +55,26 @@ struct LoRAFixture {
     func ref(_ name: String) throws -> [Float] { try loadFloat(reference, name) }
 }
 
+/// The output layer and loss over blocks of 3 rows (vs one block of the whole sequence): the same
+/// loss and gradients as torch's, for a dense and a soft-capped (gemma2) fixture.
+@Suite struct HeadBlockTests {
+    @Test(arguments: ["llama", "gemma2"])
+    func blockedOutputLayerMatchesTorch(arch: String) throws {
+        let f = try LoRAFixture(arch)
+        var options = f.model.options
+        options.headBlockElements = 3 * f.model.spec.vocabSize
+        let blocked = try LoRAModel(model: f.model.model, options: options)
+        let (loss, grads) = try blocked.lossAndGradients(tokens: f.inputIDs, adapter: f.adapter)
+        let refLoss = Double(try f.ref("loss")[0])
+        #expect(abs(loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) loss \(loss) vs \(refLoss)")
+        for t in grads.namedTensors(adapterName: "default") {
+            #expect(relativeError(t.values, try f.ref("grad." + t.name)) < gradientTolerance, "\(arch) grad \(t.name)")
+        }
+        let forwardOnly = try blocked.loss(tokens: f.inputIDs, labels: LoRAModel.shiftedLabels(f.inputIDs), adapter: f.adapter)
+        #expect(abs(forwardOnly.loss - refLoss) / abs(refLoss) < lossTolerance)
+    }
+}
+
 /// The MoE fixtures with a PEFT adapter (qwen3_moe_bf16_sharded has none).
 let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss"]
 
