@@ -9,6 +9,7 @@ peft`; not part of CI or tools/setup).
   moe:   one Qwen3-30B-A3B MoE block (transformers' Qwen3MoeSparseMoeBlock: E=128, top-8, H=2048,
          I=768), random F32 weights, PEFT LoRA r=16 on the experts via target_parameters
          (mlp.experts.gate_up_proj / down_proj), 512 tokens, forward + backward of sum(out²)/2.
+  moe-model DIR: writes the smolconv side's one-layer checkpoint with that MoE block (numpy only).
 Threads: torch.set_num_threads(THREADS) (default 2).
 """
 import json, os, resource, sys, time
@@ -86,5 +87,35 @@ elif mode == "moe":
     print(json.dumps({"impl": "torch+peft", "mode": "moe", "threads": threads, "tokens": T, "runs_timed": runs,
                       "experts_implementation": impl or "default", "seconds": dt, "peak_rss_mb": peak_rss_mb(),
                       "torch": torch.__version__}))
+elif mode == "moe-model":
+    # A one-layer Qwen3-MoE checkpoint with Qwen3-30B-A3B's MoE block (E=128, top-8, H=2048, I=768;
+    # small attention: 4 heads / 2 KV heads of 128, vocab 512), random F32 weights in the per-expert
+    # layout transformers saves, for `smolconv train` (and `smolconv quantize --type Q4_0`).
+    import numpy as np
+    from safetensors.numpy import save_file
+    out = sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    H, I, E, V, heads, kv, hd = 2048, 768, 128, 512, 4, 2, 128
+    rng = np.random.default_rng(0)
+    r = lambda *shape: (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+    t = {"model.embed_tokens.weight": r(V, H), "lm_head.weight": r(V, H), "model.norm.weight": np.ones(H, np.float32)}
+    p = "model.layers.0."
+    t.update({p + "input_layernorm.weight": np.ones(H, np.float32), p + "post_attention_layernorm.weight": np.ones(H, np.float32),
+              p + "self_attn.q_proj.weight": r(heads * hd, H), p + "self_attn.k_proj.weight": r(kv * hd, H),
+              p + "self_attn.v_proj.weight": r(kv * hd, H), p + "self_attn.o_proj.weight": r(H, heads * hd),
+              p + "self_attn.q_norm.weight": np.ones(hd, np.float32), p + "self_attn.k_norm.weight": np.ones(hd, np.float32),
+              p + "mlp.gate.weight": r(E, H)})
+    for e in range(E):
+        t[f"{p}mlp.experts.{e}.gate_proj.weight"] = r(I, H)
+        t[f"{p}mlp.experts.{e}.up_proj.weight"] = r(I, H)
+        t[f"{p}mlp.experts.{e}.down_proj.weight"] = r(H, I)
+    save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    json.dump({"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": H,
+               "intermediate_size": 6144, "moe_intermediate_size": I, "num_experts": E, "num_experts_per_tok": 8,
+               "norm_topk_prob": True, "num_hidden_layers": 1, "num_attention_heads": heads, "num_key_value_heads": kv,
+               "head_dim": hd, "vocab_size": V, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
+               "attention_bias": False, "decoder_sparse_step": 1, "mlp_only_layers": [], "tie_word_embeddings": False,
+               "max_position_embeddings": 4096, "dtype": "float32"}, open(os.path.join(out, "config.json"), "w"), indent=2)
+    print(f"wrote {out}")
 else:
     sys.exit(f"unknown mode {mode}")

@@ -78,7 +78,7 @@ struct PerplexityCommand: ParsableCommand {
             let r: PerplexityResult
             if let adapter {
                 var lora: LoRAModel? = nil
-                if let g = ckpt.gguf, try GGUFWeightReader(file: g).config.moe == nil { lora = try LoRAModel.quantized(gguf: g) }
+                if let g = ckpt.gguf, let r = try? GGUFWeightReader(file: g), r.config.moe == nil { lora = try LoRAModel.quantized(gguf: g) }
                 let loraModel = try lora ?? LoRAModel(model: try ModelLoader.load(checkpoint: ckpt))
                 let prefix = DenseArchitectures.table[loraModel.spec.modelType]?.names.prefix ?? "model."
                 let (weights, _) = try PEFTAdapter.read(directory: adapter, spec: loraModel.spec, namePrefix: prefix)
