@@ -75,6 +75,28 @@ struct LoRAFixture {
     }
 }
 
+/// `LoRAModel.logits` (what `smolconv perplexity --adapter` runs): the mean next-token NLL of its
+/// logits equals torch + PEFT's loss with the adapter, and rows from `fromRow` on equal the tail of
+/// the full logits.
+@Suite struct AdapterLogitsTests {
+    @Test(arguments: ["llama", "gemma2", "qwen3_moe"])
+    func logitsWithAdapterGiveTorchsLoss(arch: String) throws {
+        let f = try LoRAFixture(arch)
+        let V = f.model.spec.vocabSize, T = f.inputIDs.count
+        let logits = try f.model.logits(tokens: f.inputIDs, adapter: f.adapter)          // [T, V]
+        var nll = 0.0
+        for t in 0..<(T - 1) {
+            let row = logits[(t * V)..<((t + 1) * V)].map(Double.init)
+            let m = row.max()!
+            nll += m + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) }) - row[f.inputIDs[t + 1]]
+        }
+        let refLoss = Double(try f.ref("loss")[0])
+        #expect(abs(nll / Double(T - 1) - refLoss) / abs(refLoss) < lossTolerance, "\(arch) \(nll / Double(T - 1)) vs \(refLoss)")
+        let tail = try f.model.logits(tokens: f.inputIDs, adapter: f.adapter, fromRow: T / 2)
+        #expect(relativeError(tail, Array(logits[((T / 2) * V)...])) < 1e-6)
+    }
+}
+
 /// The MoE fixtures with a PEFT adapter (qwen3_moe_bf16_sharded has none).
 let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss"]
 
