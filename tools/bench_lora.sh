@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-6}" SEQ="${SEQ:-256}" THREADS="${THREADS:-2}"
-swift build -c release 2>&1 | grep -E "error|Build" | tail -2
+swift build -c release -Xswiftc -enable-testing 2>&1 | grep -E "error|Build" | tail -2   # the flags tools/test builds with
 BIN=.build/release/smolconv
 F32=.cache/models/gemma-3-270m-f32.gguf
 [ -f "$F32" ] || "$BIN" convert .cache/models/gemma-3-270m-q4_k_m.gguf "$F32" --outtype f32 >/dev/null
