@@ -10,12 +10,20 @@ public struct TrainOptions: Sendable, Equatable {
     /// (same meaning as `EngineOptions.attentionSoftcapping`).
     public var attentionSoftcapping: Bool
     /// The output layer and loss run over blocks of rows of at most this many logits (Float32
-    /// elements; default 2²⁴ = 64 MiB), so a sequence's [rows, vocab] logits never exist whole.
-    /// Every row's loss and gradient depend on that row alone: any value gives the same numbers.
+    /// elements; default 2²⁶ = 256 MiB, 256 rows of Gemma 3's 262k vocabulary), so a long
+    /// sequence's [rows, vocab] logits never exist whole. Every row's loss and gradient depend on
+    /// that row alone: any value gives the same numbers. Each block streams the whole output layer
+    /// through sgemm twice, so small blocks cost time: Gemma 3 270M F32, 256-token steps, 2 loaded
+    /// cores: 64-row blocks 1.51 GB peak and 5.2–6.9 s a step, one block 1.71 GB and 4.7–5.0 s.
     public var headBlockElements: Int
-    public init(attentionSoftcapping: Bool = true, headBlockElements: Int = 1 << 24) {
+    /// The same for an output layer kept block-encoded (QLoRA on a GGUF; default 2²⁸ = 1 GiB): each
+    /// block dequantizes the whole output layer twice (forward and backward), which on Gemma 3 270M
+    /// (Q6_K, 168 M weights) cost more than the blocks saved (5.2 → 10 s a 256-token step).
+    public var quantizedHeadBlockElements: Int
+    public init(attentionSoftcapping: Bool = true, headBlockElements: Int = 1 << 26, quantizedHeadBlockElements: Int = 1 << 28) {
         self.attentionSoftcapping = attentionSoftcapping
         self.headBlockElements = headBlockElements
+        self.quantizedHeadBlockElements = quantizedHeadBlockElements
     }
     /// What transformers 5 computes with its default attention (SDPA).
     public static let transformersSDPA = TrainOptions(attentionSoftcapping: false)
@@ -122,7 +130,7 @@ public final class LoRAModel: Sendable {
 
     /// Logits of the labelled rows only (the output layer is the largest matmul), final soft-cap,
     /// loss, and (backward) dh of the final norm's output; a block of rows at a time
-    /// (`TrainOptions.headBlockElements`). The [rows, vocab] logits of a whole sequence would be the
+    /// (`TrainOptions.headBlockElements`, `quantizedHeadBlockElements`). The [rows, vocab] logits of a whole sequence would be the
     /// largest activation of a step (Gemma 3's 262k vocabulary: 1 MiB a token).
     func head(_ h: [Float], labels: [Int], gradScale: Float, dh: inout [Float], backward: Bool) throws -> LossResult {
         let D = spec.hiddenSize, V = spec.vocabSize
@@ -131,7 +139,9 @@ public final class LoRAModel: Sendable {
         }
         let rows = labels.indices.filter { labels[$0] >= 0 }
         if rows.isEmpty { return LossResult(nll: 0, count: 0) }
-        let blockRows = max(1, min(rows.count, options.headBlockElements / max(V, 1)))
+        let qHead = quantized?.lmHead
+        let budget = qHead.map { $0.type == .f32 } == false ? options.quantizedHeadBlockElements : options.headBlockElements
+        let blockRows = max(1, min(rows.count, budget / max(V, 1)))
         var nll = 0.0, count = 0
         var b0 = 0
         while b0 < rows.count {
@@ -139,7 +149,6 @@ public final class LoRAModel: Sendable {
             let R = block.count
             var hr = [Float](repeating: 0, count: R * D)                       // [R, D]
             for (r, t) in block.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
-            let qHead = quantized?.lmHead
             var logits = qHead?.apply(hr, tokens: R)
                 ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
             if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
