@@ -52,6 +52,10 @@ public struct AttentionOptions: Sendable, Equatable {
 public enum Kernels {
     /// y = x · Wᵀ through `cblas_sgemm` (PyTorch's `nn.Linear` without bias).
     /// x: [T, inDim], weight: [outDim, inDim] (HF layout) → y: [T, outDim].
+    /// Up to this many rows, `matmul` runs matrix-vector products (each reads the weight once at
+    /// memory bandwidth); above, one sgemm (whose packing of the weight is amortized over the rows).
+    public static let matvecMaxRows = 2
+
     public static func matmul(_ x: [Float], rows: Int, inDim: Int, weight: [Float], outDim: Int) -> [Float] {
         precondition(x.count == rows * inDim && weight.count == outDim * inDim, "matmul shape mismatch")
         var y = [Float](repeating: 0, count: rows * outDim)
@@ -60,11 +64,23 @@ public enum Kernels {
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
-                                Int32(rows), Int32(outDim), Int32(inDim),
-                                1, xp.baseAddress, Int32(inDim),
-                                wp.baseAddress, Int32(inDim),
-                                0, yp.baseAddress, Int32(outDim))
+                    if rows <= matvecMaxRows {
+                        // A few rows (decode, the last row of a prefill's output layer): one
+                        // matrix-vector product per row. sgemm packs the whole weight into its
+                        // panel layout on every call, which for one row costs more than the
+                        // product itself (profiled: sgemm_incopy took 57 % of decoding).
+                        for r in 0..<rows {
+                            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim),
+                                        1, wp.baseAddress, Int32(inDim), xp.baseAddress! + r * inDim, 1,
+                                        0, yp.baseAddress! + r * outDim, 1)
+                        }
+                    } else {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+                                    Int32(rows), Int32(outDim), Int32(inDim),
+                                    1, xp.baseAddress, Int32(inDim),
+                                    wp.baseAddress, Int32(inDim),
+                                    0, yp.baseAddress, Int32(outDim))
+                    }
                 }
             }
         }
