@@ -157,8 +157,16 @@ public enum Perplexity {
     /// one) under llama.cpp's protocol.
     public static func run(_ engine: Engine, tokens: [Int], protocol p: PerplexityProtocol,
                            progress: Progress? = nil) throws -> PerplexityResult {
+        try run(vocabSize: engine.vocabSize, tokens: tokens, protocol: p, progress: progress) { chunk, from in
+            try engine.forward(chunk, logitsFrom: from).logits
+        }
+    }
+
+    /// The same protocol over any forward: `logits(chunk, from)` returns the logits [chunk.count −
+    /// from, V] of rows from ..< chunk.count (e.g. a model with a LoRA adapter applied).
+    public static func run(vocabSize V: Int, tokens: [Int], protocol p: PerplexityProtocol, progress: Progress? = nil,
+                           logits forward: (_ chunk: [Int], _ from: Int) throws -> [Float]) throws -> PerplexityResult {
         let chunks = try p.chunkCount(tokenCount: tokens.count)
-        let V = engine.vocabSize
         if let bad = tokens.first(where: { $0 < 0 || $0 >= V }) {
             throw SmolError(.invalidArgument, "token id \(bad) outside the vocabulary (0..<\(V))")
         }
@@ -166,7 +174,10 @@ public enum Perplexity {
         var stats = NLLStatistics()
         var perChunk: [Double] = []
         for i in 0..<chunks {
-            let logits = try engine.forward(p.chunk(i, of: tokens), logitsFrom: p.firstScored).logits  // [R+1, V]
+            let logits = try forward(p.chunk(i, of: tokens), p.firstScored)  // [R+1, V]
+            guard logits.count == (p.context - p.firstScored) * V else {
+                throw SmolError(.invalidArgument, "the forward returned \(logits.count) logits for \(p.context - p.firstScored) rows of \(V)")
+            }
             let targets = p.targets(i, of: tokens)
             var nll = [Double](repeating: 0, count: targets.count)
             logits.withUnsafeBufferPointer { lp in

@@ -9,7 +9,22 @@ public struct TrainOptions: Sendable, Equatable {
     /// attention drops it, so reproducing a plain `from_pretrained` model (the fixtures) needs false
     /// (same meaning as `EngineOptions.attentionSoftcapping`).
     public var attentionSoftcapping: Bool
-    public init(attentionSoftcapping: Bool = true) { self.attentionSoftcapping = attentionSoftcapping }
+    /// The output layer and loss run over blocks of rows of at most this many logits (Float32
+    /// elements; default 2²⁶ = 256 MiB, 256 rows of Gemma 3's 262k vocabulary), so a long
+    /// sequence's [rows, vocab] logits never exist whole. Every row's loss and gradient depend on
+    /// that row alone: any value gives the same numbers. Each block streams the whole output layer
+    /// through sgemm twice, so small blocks cost time: Gemma 3 270M F32, 256-token steps, 2 loaded
+    /// cores: 64-row blocks 1.51 GB peak and 5.2–6.9 s a step, one block 1.71 GB and 4.7–5.0 s.
+    public var headBlockElements: Int
+    /// The same for an output layer kept block-encoded (QLoRA on a GGUF; default 2²⁸ = 1 GiB): each
+    /// block dequantizes the whole output layer twice (forward and backward), which on Gemma 3 270M
+    /// (Q6_K, 168 M weights) cost more than the blocks saved (5.2 → 10 s a 256-token step).
+    public var quantizedHeadBlockElements: Int
+    public init(attentionSoftcapping: Bool = true, headBlockElements: Int = 1 << 26, quantizedHeadBlockElements: Int = 1 << 28) {
+        self.attentionSoftcapping = attentionSoftcapping
+        self.headBlockElements = headBlockElements
+        self.quantizedHeadBlockElements = quantizedHeadBlockElements
+    }
     /// What transformers 5 computes with its default attention (SDPA).
     public static let transformersSDPA = TrainOptions(attentionSoftcapping: false)
 }
@@ -71,6 +86,23 @@ public final class LoRAModel: Sendable {
         return try head(h, labels: labels, gradScale: 0, dh: &dummy, backward: false)
     }
 
+    /// Forward-only logits of rows `fromRow ..< tokens.count` ([rows, V], after the final soft-cap)
+    /// with the adapter applied: the model W + (alpha/r)·B·A without forming it (what evaluating a
+    /// trained adapter needs, e.g. perplexity).
+    public func logits(tokens: [Int], adapter: LoRAAdapter, fromRow: Int = 0) throws -> [Float] {
+        let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
+        guard fromRow >= 0 && fromRow < T else { throw SmolError(.invalidArgument, "row \(fromRow) outside 0..<\(T)") }
+        var tapes: [LayerTape] = []
+        let hLast = try forwardLayers(tokens: tokens, adapter: adapter, keep: false, tapes: &tapes)
+        var h = Array(hLast[(fromRow * D)...])                                   // [R, D]
+        let R = T - fromRow
+        Kernels.rmsNorm(&h, rows: R, dim: D, weight: model.weights.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
+        var logits = quantized?.lmHead?.apply(h, tokens: R)
+            ?? Kernels.matmul(h, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
+        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+        return logits
+    }
+
     /// One forward and backward over `tokens` with per-row `labels` (−100: no loss at that row).
     /// Adds gradScale · d(Σ NLL)/dθ into `gradients` (pass 1 / total labelled rows of the batch to
     /// get the gradient of the batch's mean loss).
@@ -97,7 +129,9 @@ public final class LoRAModel: Sendable {
     // MARK: Head and loss
 
     /// Logits of the labelled rows only (the output layer is the largest matmul), final soft-cap,
-    /// loss, and (backward) dh of the final norm's output.
+    /// loss, and (backward) dh of the final norm's output; a block of rows at a time
+    /// (`TrainOptions.headBlockElements`, `quantizedHeadBlockElements`). The [rows, vocab] logits of a whole sequence would be the
+    /// largest activation of a step (Gemma 3's 262k vocabulary: 1 MiB a token).
     func head(_ h: [Float], labels: [Int], gradScale: Float, dh: inout [Float], backward: Bool) throws -> LossResult {
         let D = spec.hiddenSize, V = spec.vocabSize
         for (t, l) in labels.enumerated() where l != -100 && (l < 0 || l >= V) {
@@ -105,25 +139,34 @@ public final class LoRAModel: Sendable {
         }
         let rows = labels.indices.filter { labels[$0] >= 0 }
         if rows.isEmpty { return LossResult(nll: 0, count: 0) }
-        let R = rows.count
-        var hr = [Float](repeating: 0, count: R * D)                           // [R, D]
-        for (r, t) in rows.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
         let qHead = quantized?.lmHead
-        var logits = qHead?.apply(hr, tokens: R)
-            ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
-        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
-        let capped = spec.finalLogitSoftcap == nil ? [] : logits
-        let (nll, count) = TrainOps.crossEntropyBackward(&logits, rows: R, vocab: V, labels: rows.map { labels[$0] },
-                                                         gradScale: gradScale)
-        if backward {
-            if let cap = spec.finalLogitSoftcap { TrainOps.softcapBackward(&logits, capped: capped, cap: cap) }
-            var dhr = [Float](repeating: 0, count: R * D)
-            if let qHead {
-                qHead.accumulateTransposed(logits, tokens: R, into: &dhr)
-            } else {
-                TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+        let budget = qHead.map { $0.type == .f32 } == false ? options.quantizedHeadBlockElements : options.headBlockElements
+        let blockRows = max(1, min(rows.count, budget / max(V, 1)))
+        var nll = 0.0, count = 0
+        var b0 = 0
+        while b0 < rows.count {
+            let block = Array(rows[b0..<min(rows.count, b0 + blockRows)])
+            let R = block.count
+            var hr = [Float](repeating: 0, count: R * D)                       // [R, D]
+            for (r, t) in block.enumerated() { for d in 0..<D { hr[r * D + d] = h[t * D + d] } }
+            var logits = qHead?.apply(hr, tokens: R)
+                ?? Kernels.matmul(hr, rows: R, inDim: D, weight: model.weights.lmHead, outDim: V)   // [R, V]
+            if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+            let capped = spec.finalLogitSoftcap == nil || !backward ? [] : logits
+            let r = TrainOps.crossEntropyBackward(&logits, rows: R, vocab: V, labels: block.map { labels[$0] },
+                                                  gradScale: gradScale)
+            nll += r.nll; count += r.count
+            if backward {
+                if let cap = spec.finalLogitSoftcap { TrainOps.softcapBackward(&logits, capped: capped, cap: cap) }
+                var dhr = [Float](repeating: 0, count: R * D)
+                if let qHead {
+                    qHead.accumulateTransposed(logits, tokens: R, into: &dhr)
+                } else {
+                    TrainOps.linearBackward(logits, rows: R, outDim: V, weight: model.weights.lmHead, inDim: D, into: &dhr)
+                }
+                for (r, t) in block.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
             }
-            for (r, t) in rows.enumerated() { for d in 0..<D { dh[t * D + d] = dhr[r * D + d] } }
+            b0 += R
         }
         return LossResult(nll: nll, count: count)
     }

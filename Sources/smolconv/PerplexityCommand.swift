@@ -5,6 +5,7 @@ import SmolEngine
 import SmolFormats
 import SmolModels
 import SmolTensor
+import SmolTrain
 
 /// Options the evaluation commands share: where the tokens come from and the chunk size.
 struct EvaluationTextOptions: ParsableArguments {
@@ -45,6 +46,10 @@ struct PerplexityCommand: ParsableCommand {
         --json prints {"ppl", "ppl_stderr", "tokens_scored", "chunks", "ctx", "seconds", \
         "tokens_per_second"}; tokens_per_second counts every token run through the model \
         (chunks × ctx). Progress goes to stderr.
+
+        --adapter DIR applies a PEFT LoRA adapter (as `smolconv train` writes it) through the \
+        training forward (SmolTrain: y = x·Wᵀ + (alpha/r)·(x·Aᵀ)·Bᵀ, no merged weight; a dense \
+        GGUF's weights stay in their stored blocks); the protocol is the same.
         """
     )
 
@@ -54,6 +59,9 @@ struct PerplexityCommand: ParsableCommand {
     @OptionGroup var text: EvaluationTextOptions
     @OptionGroup var output: OutputOptions
 
+    @Option(help: "A PEFT LoRA adapter folder to apply (adapter_config.json, adapter_model.safetensors).")
+    var adapter: String?
+
     func run() throws {
         try runReportingErrors {
             let ckpt = try Checkpoint.open(model)
@@ -62,12 +70,26 @@ struct PerplexityCommand: ParsableCommand {
             let chunks = try p.chunkCount(tokenCount: tokens.count)
             Console.note("perplexity: \(Format.grouped(tokens.count)) tokens, \(chunks) chunks of \(text.ctx), scoring \(Format.grouped(chunks * p.scoredPerChunk))")
             let loadStart = Date()
-            let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
-            Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
             let progress = Console.Progress("perplexity", total: chunks)
-            let r = try Perplexity.run(engine, tokens: tokens, protocol: p) { i, n, ppl in
+            let report: Perplexity.Progress = { i, n, ppl in
                 progress.update(i, of: n, detail: "[\(i)/\(n)] \(Format.fixed(ppl, 4))")
                 if !Console.stderrIsTTY { Console.err("[\(i)]\(Format.fixed(ppl, 4)),") }
+            }
+            let r: PerplexityResult
+            if let adapter {
+                var lora: LoRAModel? = nil
+                if let g = ckpt.gguf, let r = try? GGUFWeightReader(file: g), r.config.moe == nil { lora = try LoRAModel.quantized(gguf: g) }
+                let loraModel = try lora ?? LoRAModel(model: try ModelLoader.load(checkpoint: ckpt))
+                let prefix = DenseArchitectures.table[loraModel.spec.modelType]?.names.prefix ?? "model."
+                let (weights, _) = try PEFTAdapter.read(directory: adapter, spec: loraModel.spec, namePrefix: prefix)
+                Console.note("loaded \(model) with adapter \(adapter) (r=\(weights.config.rank)) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
+                r = try Perplexity.run(vocabSize: loraModel.spec.vocabSize, tokens: tokens, protocol: p, progress: report) { chunk, from in
+                    try loraModel.logits(tokens: chunk, adapter: weights, fromRow: from)
+                }
+            } else {
+                let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
+                Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
+                r = try Perplexity.run(engine, tokens: tokens, protocol: p, progress: report)
             }
             if !Console.stderrIsTTY { Console.err("\n") }
             progress.finish("\(r.chunks) chunks in \(Format.fixed(r.seconds, 1)) s")

@@ -123,13 +123,18 @@ struct Train: ParsableCommand {
             // GGUF: keep the frozen linears, embedding and output layer in their stored blocks (QLoRA).
             // (Dense GGUFs only: MoE experts go through the engine's loader, dequantized.)
             var lora: LoRAModel? = nil
-            if let g = ckpt.gguf, !dequantizeBase, try GGUFWeightReader(file: g).config.moe == nil {
+            // (A MoE GGUF has no dense config mapping: the reader refuses it and ModelLoader reads it with
+            // the config.json beside it, its expert stacks kept encoded.)
+            if let g = ckpt.gguf, !dequantizeBase, let r = try? GGUFWeightReader(file: g), r.config.moe == nil {
                 lora = try LoRAModel.quantized(gguf: g, options: trainOptions)
             }
             let loraModel = try lora ?? LoRAModel(model: try ModelLoader.load(checkpoint: ckpt), options: trainOptions)
             let base = loraModel.model
             let modelConfig: ModelConfig? = try? {
-                if let g = ckpt.gguf { return try GGUFWeightReader(file: g).config }
+                if let g = ckpt.gguf {
+                    if let r = try? GGUFWeightReader(file: g) { return r.config }
+                    return try ModelConfig.load(folder: URL(fileURLWithPath: ckpt.path).deletingLastPathComponent())
+                }
                 guard let json = ckpt.config else { return nil }
                 return try ModelConfig(json: json, file: ckpt.folder ?? ckpt.path)
             }()

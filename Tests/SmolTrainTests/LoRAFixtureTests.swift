@@ -55,6 +55,48 @@ struct LoRAFixture {
     func ref(_ name: String) throws -> [Float] { try loadFloat(reference, name) }
 }
 
+/// The output layer and loss over blocks of 3 rows (vs one block of the whole sequence): the same
+/// loss and gradients as torch's, for a dense and a soft-capped (gemma2) fixture.
+@Suite struct HeadBlockTests {
+    @Test(arguments: ["llama", "gemma2"])
+    func blockedOutputLayerMatchesTorch(arch: String) throws {
+        let f = try LoRAFixture(arch)
+        var options = f.model.options
+        options.headBlockElements = 3 * f.model.spec.vocabSize
+        let blocked = try LoRAModel(model: f.model.model, options: options)
+        let (loss, grads) = try blocked.lossAndGradients(tokens: f.inputIDs, adapter: f.adapter)
+        let refLoss = Double(try f.ref("loss")[0])
+        #expect(abs(loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) loss \(loss) vs \(refLoss)")
+        for t in grads.namedTensors(adapterName: "default") {
+            #expect(relativeError(t.values, try f.ref("grad." + t.name)) < gradientTolerance, "\(arch) grad \(t.name)")
+        }
+        let forwardOnly = try blocked.loss(tokens: f.inputIDs, labels: LoRAModel.shiftedLabels(f.inputIDs), adapter: f.adapter)
+        #expect(abs(forwardOnly.loss - refLoss) / abs(refLoss) < lossTolerance)
+    }
+}
+
+/// `LoRAModel.logits` (what `smolconv perplexity --adapter` runs): the mean next-token NLL of its
+/// logits equals torch + PEFT's loss with the adapter, and rows from `fromRow` on equal the tail of
+/// the full logits.
+@Suite struct AdapterLogitsTests {
+    @Test(arguments: ["llama", "gemma2", "qwen3_moe"])
+    func logitsWithAdapterGiveTorchsLoss(arch: String) throws {
+        let f = try LoRAFixture(arch)
+        let V = f.model.spec.vocabSize, T = f.inputIDs.count
+        let logits = try f.model.logits(tokens: f.inputIDs, adapter: f.adapter)          // [T, V]
+        var nll = 0.0
+        for t in 0..<(T - 1) {
+            let row = logits[(t * V)..<((t + 1) * V)].map(Double.init)
+            let m = row.max()!
+            nll += m + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) }) - row[f.inputIDs[t + 1]]
+        }
+        let refLoss = Double(try f.ref("loss")[0])
+        #expect(abs(nll / Double(T - 1) - refLoss) / abs(refLoss) < lossTolerance, "\(arch) \(nll / Double(T - 1)) vs \(refLoss)")
+        let tail = try f.model.logits(tokens: f.inputIDs, adapter: f.adapter, fromRow: T / 2)
+        #expect(relativeError(tail, Array(logits[((T / 2) * V)...])) < 1e-6)
+    }
+}
+
 /// The MoE fixtures with a PEFT adapter (qwen3_moe_bf16_sharded has none).
 let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss"]
 
