@@ -13,7 +13,7 @@ struct Smolconv: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Inspect.self, Convert.self, Quantize.self, Verify.self, PerplexityCommand.self,
-                      Generate.self, Logits.self, Tokenize.self, Detokenize.self, MoE.self, Pack.self, Unpack.self]
+                      Generate.self, Logits.self, Tokenize.self, Detokenize.self, MoE.self, Pack.self, Unpack.self, Calibrate.self]
     )
 }
 
