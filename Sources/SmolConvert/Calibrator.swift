@@ -14,6 +14,8 @@ public enum Calibrator {
         case recipe(name: String, directory: String)
         /// One UTF-8 text file.
         case textFile(String)
+        /// Token ids (the model's BOS is not added), cut into windows as a text's would be.
+        case tokens([Int])
     }
 
     public struct Options: Sendable {
@@ -56,6 +58,8 @@ public enum Calibrator {
         switch corpus {
         case .textFile(let f):
             return ((f as NSString).lastPathComponent, [f])
+        case .tokens:
+            return ("token ids", [])
         case .recipe(let name, let dir):
             let path = (dir as NSString).appendingPathComponent("recipes.json")
             let json = try JSONParser.parse(contentsOf: path)
@@ -122,8 +126,12 @@ public enum Calibrator {
             throw SmolError(.invalidArgument, file: output, "output would overwrite the model; choose another name")
         }
         let (corpusName, files) = try files(corpus)
-        let codec = try EvaluationInput.codec(for: ckpt)
-        var windows = try windows(files, codec: codec, ctx: options.ctx)
+        var windows: [[Int]]
+        if case .tokens(let ids) = corpus {
+            windows = stride(from: 0, to: max(ids.count - 1, 0), by: options.ctx).map { Array(ids[$0..<min($0 + options.ctx, ids.count)]) }
+        } else {
+            windows = try Self.windows(files, codec: try EvaluationInput.codec(for: ckpt), ctx: options.ctx)
+        }
         if let m = options.maxWindows { windows = Array(windows.prefix(max(0, m))) }
         guard !windows.isEmpty else { throw SmolError(.invalidArgument, "the calibration text gives no window of 2 tokens or more") }
         let engine = Engine(model: try DenseDecoderModel.load(checkpoint: ckpt))

@@ -26,6 +26,9 @@ struct Calibrate: ParsableCommand {
     @Option(name: .customLong("text-file"), help: "A UTF-8 calibration text.")
     var textFile: String?
 
+    @Option(name: .customLong("tokens"), help: "Token ids instead of a text: a JSON array (or a file holding one) or comma-separated ids.")
+    var tokens: String?
+
     @Option(name: .customLong("calibration"), help: "A recipe of calibration/recipes.json, e.g. default.")
     var recipe: String?
 
@@ -45,7 +48,7 @@ struct Calibrate: ParsableCommand {
     var output: String
 
     func validate() throws {
-        if (textFile == nil) == (recipe == nil) { throw ValidationError("give exactly one of --text-file and --calibration") }
+        if [textFile, recipe, tokens].compactMap({ $0 }).count != 1 { throw ValidationError("give exactly one of --text-file, --tokens and --calibration") }
         if ctx < 2 { throw ValidationError("--ctx must be at least 2") }
     }
 
@@ -54,6 +57,8 @@ struct Calibrate: ParsableCommand {
             let corpus: Calibrator.Corpus
             if let textFile {
                 corpus = .textFile(textFile)
+            } else if let tokens {
+                corpus = .tokens(try EvaluationInput.parseIDs(tokens))
             } else {
                 guard let dir = calibrationDir ?? Calibrator.defaultDirectory() else {
                     throw SmolError(.invalidArgument, "no calibration/recipes.json found; pass --calibration-dir")
