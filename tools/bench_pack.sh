@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark (release build) of smolconv pack/unpack: size table (raw / plain `zstd -19` of the whole
-# file / smolconv pack) and throughput for the real model (Q4_K_M GGUF), its F32 base and a BF16
+# Benchmark (release build) of smolconv pack/unpack: size table (raw / plain `zstd -3` and `zstd -19` of the whole
+# file / smolconv pack at its default level 3; LEVELS=19 for the level-19 figure) and throughput for the real model (Q4_K_M GGUF), its F32 base and a BF16
 # checkpoint made from that base. Also checks every round trip byte for byte (sha256).
 #   bash tools/bench_pack.sh              # LEVELS="1 3 9 19" adds a pack-level sweep
 #   ZSTD19=0 bash tools/bench_pack.sh     # skips plain `zstd -19 -T2` (tens of minutes on 2 busy cores)
@@ -32,11 +32,12 @@ timed() { # command... → "wall user sys" on stdout, command output discarded
 mb() { awk -v b="$1" -v t="$2" 'BEGIN{ if (t <= 0) t = 0.01; printf "%.0f", b/t/1e6}'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", 100*a/b}'; }
 
-printf "\n%-7s %14s %14s %6s %14s %6s %7s | %s\n" input raw "zstd -19" "%" "smolpack" "%" "pack" \
+printf "\n%-7s %14s %14s %6s %14s %6s %14s %6s %7s | %s\n" input raw "zstd -3" "%" "zstd -19" "%" "smolpack" "%" "pack" \
   "unpack MB/s: check  tmpfs  disk+fsync  (tmpfs cpu s → MB/s per core)"
 for spec in "Q4_K_M:$MODEL" "F32:$BASE" "BF16:$BF16"; do
   label=${spec%%:*}; file=${spec#*:}
   raw=$(stat -c %s "$file")
+  z3=$(zstd -3 -T2 -q -c "$file" | wc -c)
   if [ "${ZSTD19:-1}" = 1 ]; then zs=$(zstd -19 -T2 -q -c "$file" | wc -c); zp=$(pct "$zs" "$raw"); else zs=-; zp=-; fi
   read -r tp _ _ < <(timed $BIN pack "$file" "$WORK/p.smolpack")
   ps=$(stat -c %s "$WORK/p.smolpack")
@@ -47,7 +48,7 @@ for spec in "Q4_K_M:$MODEL" "F32:$BASE" "BF16:$BF16"; do
   read -r tu _ _ < <(timed $BIN unpack "$WORK/p.smolpack" "$WORK/u")
   [ "$(sha256sum < "$file")" = "$(sha256sum < "$WORK/u")" ] || { echo "$label: ROUND TRIP DIFFERS"; exit 1; }
   cpu=$(awk -v u="$uf" -v s="$sf" 'BEGIN{printf "%.2f", u+s}')
-  printf "%-7s %14s %14s %6s %14s %6s %7s | %18s %6s %11s  (%s s → %s)\n" "$label" "$raw" "$zs" "$zp" "$ps" "$(pct "$ps" "$raw")" \
+  printf "%-7s %14s %14s %6s %14s %6s %14s %6s %7s | %18s %6s %11s  (%s s → %s)\n" "$label" "$raw" "$z3" "$(pct "$z3" "$raw")" "$zs" "$zp" "$ps" "$(pct "$ps" "$raw")" \
     "$(mb "$raw" "$tp")" "$(mb "$raw" "$tc")" "$(mb "$raw" "$tf")" "$(mb "$raw" "$tu")" "$cpu" "$(mb "$raw" "$cpu")"
   for lv in ${LEVELS:-}; do
     read -r t _ _ < <(timed $BIN pack "$file" "$WORK/l.smolpack" --level "$lv")

@@ -48,10 +48,16 @@ enum TensorValues {
             throw SmolError(.mismatch, at: "tensor '\(info.name)'", "rows of \(rowLength) do not fit \(info.type.name)")
         }
         let rowsPerChunk = max(1, chunkElements / rowLength)
-        var floats = [Float](repeating: 0, count: rowsPerChunk * rowLength)
+        var floats: [Float] = []   // the decode buffer, made on first use (F32 sources need none)
         var pending: [UInt8] = []
         func process(_ raw: UnsafeRawBufferPointer) throws {
             let n = raw.count / rowBytes
+            if info.type == .dense(.f32), let base = raw.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+                // F32 rows are already the values (little-endian host): no decoding copy.
+                try body(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: n * rowLength), n)
+                return
+            }
+            if floats.isEmpty { floats = [Float](repeating: 0, count: rowsPerChunk * rowLength) }
             try floats.withUnsafeMutableBufferPointer { f in
                 try decode(raw, info.type, count: n * rowLength, into: f.baseAddress!)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import SmolFormats
 import SmolKernels
 import SmolModels
 import SmolTensor
@@ -67,10 +68,11 @@ public final class Engine: Sendable {
 
     public func makeCache() -> KVCache { KVCache(layers: model.spec.layers.count) }
 
-    /// Opens any dense checkpoint (Hugging Face folder, .safetensors with config.json, GGUF) and
-    /// loads its weights in Float32 (GGUF block types dequantized exactly).
+    /// Opens any checkpoint (Hugging Face folder, .safetensors with config.json, GGUF, packed) and
+    /// loads its weights in Float32 (GGUF block types dequantized exactly; MoE experts in any
+    /// layout, see `ModelLoader.load(checkpoint:)`).
     public static func load(_ path: String, options: EngineOptions = EngineOptions()) throws -> Engine {
-        Engine(model: try DenseDecoderModel.load(path: path), options: options)
+        Engine(model: try ModelLoader.load(checkpoint: try Checkpoint.open(path)), options: options)
     }
 
     /// Runs `tokens` (positions cache.length …) through the model, appending to `cache` when given.

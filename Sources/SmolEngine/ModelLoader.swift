@@ -21,6 +21,34 @@ public enum ModelLoader {
         return try DenseDecoderModel.load(config: config, source: source)
     }
 
+    /// Loads any checkpoint `Checkpoint.open` gives: dense ones as `DenseDecoderModel.load`
+    /// does; MoE ones in any expert layout (a GGUF file with SmolMoE's expert layout needs the
+    /// model's config.json beside it, since GGUF metadata does not say everything the HF model
+    /// needs); the quantized trainable layout's NF4/int4 expert stacks are dequantized exactly.
+    public static func load(checkpoint ckpt: Checkpoint) throws -> DenseDecoderModel {
+        switch ckpt.format {
+        case .huggingFace, .safetensors:
+            guard let json = ckpt.config else { return try DenseDecoderModel.load(checkpoint: ckpt) }
+            let configPath = ((ckpt.folder ?? ckpt.path) as NSString).appendingPathComponent("config.json")
+            let config = try ModelConfig(json: json, file: configPath)
+            if let arch = MoEArchitecture.forModelType(config.modelType), config.moe != nil,
+               MoERestructure.detectLayout(ckpt.source.tensorInfos.map(\.name), arch) != .trainable {
+                return try load(config: config, source: ckpt.source)
+            }
+            return try DenseDecoderModel.load(checkpoint: ckpt)
+        case .gguf:
+            let beside = URL(fileURLWithPath: ckpt.path).deletingLastPathComponent().appendingPathComponent("config.json")
+            if ckpt.source.tensorInfos.contains(where: { $0.name.contains("_exps.") }),
+               FileManager.default.fileExists(atPath: beside.path) {
+                let config = try ModelConfig.load(folder: beside.deletingLastPathComponent())
+                if MoEArchitecture.forModelType(config.modelType) != nil, config.moe != nil {
+                    return try load(config: config, source: ckpt.source)
+                }
+            }
+            return try DenseDecoderModel.load(checkpoint: ckpt)
+        }
+    }
+
     /// `config.json` from `configDirectory`, weights from `source`.
     public static func load(configDirectory: URL, source: TensorSource) throws -> DenseDecoderModel {
         try load(config: try ModelConfig.load(folder: configDirectory), source: source)

@@ -206,10 +206,16 @@ public enum MoERestructure {
     /// most `maxShardSize` bytes and an index), tensors in the `safetensors` library's order as
     /// transformers' `save_pretrained` writes them, and `carriedFiles` found in `inputFolder`
     /// copied byte for byte. Inputs are never overwritten; each file appears only when complete.
+    /// `quantizeExperts` (trainable output only) stores the expert stacks quantized
+    /// (ExpertQuantization.swift) and records how in config.json.
     /// - Returns: the paths written.
     @discardableResult
     public static func write(_ plan: MoEPlan, source: TensorSource, to output: String, inputFolder: String?,
-                             maxShardSize: Int = 50_000_000_000, protecting inputs: [String] = []) throws -> [String] {
+                             maxShardSize: Int = 50_000_000_000, protecting inputs: [String] = [],
+                             quantizeExperts: ExpertQuantization? = nil) throws -> [String] {
+        if quantizeExperts != nil, plan.to != .trainable {
+            throw SmolError(.invalidArgument, file: output, "quantized experts exist in the trainable layout only")
+        }
         switch plan.to {
         case .gguf:
             let tensors = try plan.tensors.map { ref -> GGUFWriter.Tensor in
@@ -221,6 +227,23 @@ public enum MoERestructure {
             try GGUFWriter.write(to: output, metadata: plan.ggufMetadata ?? GGUFMetadata(), tensors: tensors, protecting: inputs)
             return [output]
         case .perExpert, .trainable:
+            var tensors: [SafetensorsTensor] = []
+            var quantized: [String] = []
+            for ref in plan.tensors {
+                if let q = quantizeExperts, ExpertQuantization.isExpertStack(ref.info) {
+                    let info = ref.info
+                    tensors += try q.outputs(for: info) {
+                        let bytes = try plan.bytes(ref, from: source)
+                        return try bytes.withUnsafeBytes { try ElementCodec.decode(info.type.denseDType!, $0, count: info.elementCount) }
+                    }
+                    quantized.append(info.name)
+                } else {
+                    tensors.append(SafetensorsTensor(ref.info) { try plan.bytes(ref, from: source) })
+                }
+            }
+            if let q = quantizeExperts, quantized.isEmpty {
+                throw SmolError(.invalidArgument, file: output, "--quantize-experts \(q.method): this model has no F32/F16/BF16 expert stacks to quantize")
+            }
             let fm = FileManager.default
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: output, isDirectory: &isDir) {
@@ -232,16 +255,20 @@ public enum MoERestructure {
                     throw SmolError(.io, file: output, "cannot create the folder: \(error.localizedDescription)")
                 }
             }
-            let tensors = plan.tensors.map { ref in SafetensorsTensor(ref.info) { try plan.bytes(ref, from: source) } }
             var written = try SafetensorsWriter.writeSharded(tensors, to: output, maxShardSize: maxShardSize,
                                                              order: .safetensorsLibrary, protecting: inputs)
             if let inputFolder {
                 for f in carriedFiles {
                     let from = (inputFolder as NSString).appendingPathComponent(f)
                     guard fm.fileExists(atPath: from) else { continue }
-                    let bytes: [UInt8]
+                    var bytes: [UInt8]
                     do { bytes = Array(try Data(contentsOf: URL(fileURLWithPath: from))) } catch {
                         throw SmolError(.io, file: from, "cannot read: \(error.localizedDescription)")
+                    }
+                    if f == "config.json", let q = quantizeExperts {
+                        // As transformers writes config.json: sorted keys, indent 2, final newline.
+                        let cfg = try JSONValue.parse(bytes, file: from).setting(ExpertQuantization.configKey, q.configValue(tensors: quantized))
+                        bytes = Array((cfg.serialized(indent: 2, sortKeys: true) + "\n").utf8)
                     }
                     let to = (output as NSString).appendingPathComponent(f)
                     let out = try OutputFile(path: to, protecting: inputs + [from])

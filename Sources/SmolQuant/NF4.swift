@@ -393,10 +393,13 @@ public enum NF4 {
         guard state["quant_type"] as? String == "nf4" else {
             throw SmolError(.unsupported, file: file, at: "tensor '\(stateName)'", "quant_type \(state["quant_type"] ?? "missing") is not supported (only nf4)")
         }
-        guard let blockSize = state["blocksize"] as? Int, let shape = state["shape"] as? [Int], shape.count == 2 else {
-            throw fail(stateName, "needs an integer blocksize and a 2-D shape")
+        // 2-D: a Linear weight as transformers saves it; 3-D: a stacked expert parameter of
+        // smolconv's quantized trainable layout (formats/moe-trainable.md), read as [E·R, C].
+        guard let blockSize = state["blocksize"] as? Int, let shape = state["shape"] as? [Int], shape.count == 2 || shape.count == 3,
+              shape.allSatisfy({ $0 >= 0 }), let rows = Checked.product(Array(shape.dropLast())) else {
+            throw fail(stateName, "needs an integer blocksize and a 2-D (or 3-D expert stack) shape")
         }
-        let rows = shape[0], cols = shape[1]
+        let cols = shape[shape.count - 1]
         do { try validate(rows: rows, cols: cols, blockSize: blockSize) } catch let e as SmolError { throw fail(stateName, e.message) }
         let packed = try bytes(name, .u8)
         guard packed.count == rows * cols / 2 else {

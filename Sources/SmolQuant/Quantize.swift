@@ -14,7 +14,18 @@ extension GGUFQuant {
     /// importance vector of the wrong length.
     public static func quantize(_ type: GGMLType, _ src: UnsafePointer<Float>, rows: Int, rowLength: Int,
                                 importance: [Float]? = nil) throws -> [UInt8] {
-        guard let kernel = Quantizers.row(type) else {
+        try quantize(type, src, rows: rows, rowLength: rowLength, importance: importance, reference: false)
+    }
+
+    /// The plain reference twin of `quantize`: the same bytes, without the fast (SIMD) block kernels.
+    public static func quantizeReference(_ type: GGMLType, _ src: UnsafePointer<Float>, rows: Int, rowLength: Int,
+                                         importance: [Float]? = nil) throws -> [UInt8] {
+        try quantize(type, src, rows: rows, rowLength: rowLength, importance: importance, reference: true)
+    }
+
+    static func quantize(_ type: GGMLType, _ src: UnsafePointer<Float>, rows: Int, rowLength: Int,
+                         importance: [Float]?, reference: Bool) throws -> [UInt8] {
+        guard let kernel = Quantizers.row(type, reference: reference) else {
             throw SmolError(.unsupported, "quantizing to \(type.name) is not supported yet")
         }
         let (elements, bytes) = type.blockLayout
@@ -82,13 +93,30 @@ func truncToInt(_ v: Float) -> Int {
     return Int(max(-2_147_483_648, min(2_147_483_520, v)))
 }
 
+/// `truncToInt(roundf(v))` without the libm call (which no x86 rounding mode does in one
+/// instruction): truncate, then step away from zero when the dropped fraction is at least one
+/// half. `c − Float(t)` is exact (Sterbenz for |c| ≥ 1; t = 0 below), so this equals roundf's
+/// half-away-from-zero for every float; NaN gives 0 and out-of-range values saturate as in
+/// `truncToInt`.
+@inline(__always)
+func roundToInt(_ v: Float) -> Int {
+    if v.isNaN { return 0 }
+    let c = max(-2_147_483_648, min(2_147_483_520, v))
+    let t = Int(c)
+    let frac = c - Float(t)
+    return frac >= 0.5 ? t + 1 : (frac <= -0.5 ? t - 1 : t)
+}
+
 /// Halves a float to f16 and back, as ggml does when it reuses a stored scale.
 @inline(__always)
 func roundTripHalf(_ x: Float) -> Float { halfToFloat(floatToHalfBits(x)) }
 
 enum Quantizers {
-    static func row(_ type: GGMLType) -> RowQuant? {
+    static func row(_ type: GGMLType, reference: Bool = false) -> RowQuant? {
         switch type {
+        case .q8_0 where !reference: return { x, n, y, _ in blocks(x, n, 32, y, 34, q8_0Fast) }
+        case .q4_0 where !reference: return { x, n, y, qw in qw == nil ? blocks(x, n, 32, y, 18, q4_0Fast) : q4_0Impl(x, n, y, qw!, nmax: 8) }
+        case .q5_0 where !reference: return { x, n, y, qw in qw == nil ? blocks(x, n, 32, y, 22, q5_0Fast) : q4_0Impl(x, n, y, qw!, nmax: 16) }
         case .f32: return { x, n, y, _ in y.copyMemory(from: x, byteCount: 4 * n) }
         case .f16: return { x, n, y, _ in for i in 0..<n { y.storeBytes(of: floatToHalfBits(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) } }
         case .bf16: return { x, n, y, _ in for i in 0..<n { y.storeBytes(of: FloatBits.f32ToBF16(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) } }
@@ -205,8 +233,8 @@ enum Quantizers {
         let id: Float = d != 0 ? 1 / d : 0
         storeHalf(y, 0, d)
         for j in 0..<32 {
-            // roundf: half away from zero (Swift's default rounding rule).
-            y.storeBytes(of: Int8(truncatingIfNeeded: truncToInt((x[j] * id).rounded())), toByteOffset: 2 + j, as: Int8.self)
+            // roundf: half away from zero.
+            y.storeBytes(of: Int8(truncatingIfNeeded: roundToInt(x[j] * id)), toByteOffset: 2 + j, as: Int8.self)
         }
     }
 

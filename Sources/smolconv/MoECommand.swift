@@ -29,6 +29,10 @@ struct MoERestructureCommand: ParsableCommand {
         proves that every element of every input tensor lands in exactly one output and stops, \
         naming the tensor, if not. A GGUF input needs the model's config.json (--config, or one \
         next to the file). formats/moe-trainable.md describes the layouts.
+
+        --quantize-experts nf4|int4 (with --layout trainable) stores each expert stack quantized \
+        per expert, as bitsandbytes' quantize_4bit (NF4) or mx.quantize (int4) would, and records \
+        it in config.json; smolconv reads such folders (the engine dequantizes them exactly).
         """
     )
 
@@ -44,10 +48,10 @@ struct MoERestructureCommand: ParsableCommand {
     @Option(help: "config.json of the model (default: the input folder's, or the one next to the input file).")
     var config: String?
 
-    @Option(help: "Quantize the expert stacks of the trainable layout: nf4 or int4 (not available yet).")
+    @Option(help: "Quantize the expert stacks of the trainable layout: nf4 (bitsandbytes NF4, blocks of 64) or int4 (MLX affine 4-bit, groups of 64); everything else keeps its dtype.")
     var quantizeExperts: String?
 
-    @Option(help: "Group size for --quantize-experts int4.")
+    @Option(help: "NF4 block size or int4 group size for --quantize-experts (default 64).")
     var groupSize: Int?
 
     @Option(help: "Largest safetensors shard in bytes for folder output (default 50000000000).")
@@ -68,9 +72,7 @@ struct MoERestructureCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            if quantizeExperts != nil {
-                throw SmolError(.unsupported, "--quantize-experts: the quantized trainable layout needs SmolQuant's NF4/int4 quantizer, which this build does not have yet")
-            }
+            let quantization = try quantizeExperts.map { try ExpertQuantization(method: $0, size: groupSize) }
             let ckpt = try Checkpoint.open(input)
             let configURL = try configPath(ckpt)
             let modelConfig = try ModelConfig.load(folder: configURL.deletingLastPathComponent())
@@ -78,8 +80,13 @@ struct MoERestructureCommand: ParsableCommand {
             do {
                 plan = try MoERestructure.plan(ckpt.source.tensorInfos, config: modelConfig, to: layout)
             } catch let e as SmolError { throw e.inFile(input) }
+            if let q = quantization {
+                for t in plan.tensors where ExpertQuantization.isExpertStack(t.info) {
+                    do { try q.validate(t.info) } catch let e as SmolError { throw e.inFile(input) }
+                }
+            }
             if dryRun {
-                printPlan(plan)
+                printPlan(plan, quantization)
                 return
             }
             let progress = Console.Progress("moe restructure", total: 1)
@@ -88,14 +95,19 @@ struct MoERestructureCommand: ParsableCommand {
                 written = try MoERestructure.write(plan, source: ckpt.source, to: output,
                                                    inputFolder: ckpt.format == .gguf ? configURL.deletingLastPathComponent().path : ckpt.folder,
                                                    maxShardSize: maxShardSize ?? 50_000_000_000,
-                                                   protecting: [input, configURL.path])
+                                                   protecting: [input, configURL.path], quantizeExperts: quantization)
             } catch let e as SmolError { throw e.inFile(output) }
-            let bytes = plan.tensors.reduce(0) { $0 + $1.info.byteCount }
+            let bytes = plan.tensors.reduce(0) { $0 + storedBytes($1.info, quantization) }
             progress.finish("\(plan.from.rawValue) → \(plan.to.rawValue), \(plan.tensors.count) tensors, \(Format.bytes(bytes))")
             if outputOptions.json {
-                Console.out(summaryJSON(plan, written: written).serialized(indent: 2))
+                Console.out(summaryJSON(plan, written: written, quantization).serialized(indent: 2))
             } else {
-                Console.out("wrote \(output) (\(plan.to.rawValue), \(plan.tensors.count) tensors from \(plan.accounting.count) inputs, every input element accounted for)")
+                let q = quantization.map { q in
+                    let stacks = plan.tensors.filter { ExpertQuantization.isExpertStack($0.info) }
+                    let before = stacks.reduce(0) { $0 + $1.info.byteCount }, after = stacks.reduce(0) { $0 + q.byteCount($1.info) }
+                    return "; \(stacks.count) expert stacks quantized to \(q.label): \(Format.bytes(before)) → \(Format.bytes(after))"
+                } ?? ""
+                Console.out("wrote \(output) (\(plan.to.rawValue), \(plan.tensors.count) tensors from \(plan.accounting.count) inputs, every input element accounted for\(q))")
             }
         }
     }
@@ -110,14 +122,25 @@ struct MoERestructureCommand: ParsableCommand {
         return beside
     }
 
-    func printPlan(_ plan: MoEPlan) {
+    /// Bytes a planned tensor takes in the output.
+    func storedBytes(_ info: TensorInfo, _ q: ExpertQuantization?) -> Int {
+        guard let q, ExpertQuantization.isExpertStack(info) else { return info.byteCount }
+        return q.byteCount(info)
+    }
+
+    func storedType(_ info: TensorInfo, _ q: ExpertQuantization?) -> String {
+        guard let q, ExpertQuantization.isExpertStack(info) else { return info.type.name }
+        return "\(info.type.name) → \(q.label)"
+    }
+
+    func printPlan(_ plan: MoEPlan, _ q: ExpertQuantization?) {
         if outputOptions.json {
-            Console.out(summaryJSON(plan, written: nil).serialized(indent: 2))
+            Console.out(summaryJSON(plan, written: nil, q).serialized(indent: 2))
             return
         }
         Console.out("\(plan.architecture.modelType): \(plan.from.rawValue) → \(plan.to.rawValue), \(plan.tensors.count) output tensors from \(plan.accounting.count) inputs")
         let rows = plan.tensors.map { t in
-            [t.info.name, t.info.type.name, "[" + t.info.shape.map(String.init).joined(separator: ", ") + "]", t.recipe.summary,
+            [t.info.name, storedType(t.info, q), "[" + t.info.shape.map(String.init).joined(separator: ", ") + "]", t.recipe.summary,
              "\(t.recipe.inputs.count)"]
         }
         let header = ["tensor", "type", "shape", "made by", "inputs"]
@@ -131,7 +154,7 @@ struct MoERestructureCommand: ParsableCommand {
         Console.out("accounting: all \(Format.grouped(elements)) elements of the \(plan.accounting.count) input tensors land in exactly one output")
     }
 
-    func summaryJSON(_ plan: MoEPlan, written: [String]?) -> JSONValue {
+    func summaryJSON(_ plan: MoEPlan, written: [String]?, _ q: ExpertQuantization?) -> JSONValue {
         var members: [(String, JSONValue)] = [
             ("model_type", .string(plan.architecture.modelType)),
             ("from", .string(plan.from.rawValue)),
@@ -139,6 +162,8 @@ struct MoERestructureCommand: ParsableCommand {
             ("tensors", .array(plan.tensors.map { t in
                 .object(JSONObject([
                     ("name", .string(t.info.name)), ("dtype", .string(t.info.type.name)),
+                    ("stored_as", .string(q != nil && ExpertQuantization.isExpertStack(t.info) ? q!.label : t.info.type.name)),
+                    ("stored_bytes", .int(storedBytes(t.info, q))),
                     ("shape", .array(t.info.shape.map { JSONValue.int($0) })),
                     ("made_by", .string(t.recipe.summary)),
                     ("inputs", .array(t.recipe.inputs.sorted().map(JSONValue.string))),

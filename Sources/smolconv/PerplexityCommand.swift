@@ -62,7 +62,7 @@ struct PerplexityCommand: ParsableCommand {
             let chunks = try p.chunkCount(tokenCount: tokens.count)
             Console.note("perplexity: \(Format.grouped(tokens.count)) tokens, \(chunks) chunks of \(text.ctx), scoring \(Format.grouped(chunks * p.scoredPerChunk))")
             let loadStart = Date()
-            let engine = Engine(model: try DenseDecoderModel.load(checkpoint: ckpt))
+            let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
             Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
             let progress = Console.Progress("perplexity", total: chunks)
             let r = try Perplexity.run(engine, tokens: tokens, protocol: p) { i, n, ppl in

@@ -168,4 +168,27 @@ import SmolTestSupport
         _ = try GGUFQuant.quantize(type, x, rows: 1, rowLength: 256)
         _ = try GGUFQuant.quantize(type, x, rows: 1, rowLength: 256, importance: [Float](repeating: 1, count: 256))
     }
+
+    /// Every fast quantizer equals its plain reference twin byte for byte: random rows at several
+    /// scales, exact ties (values at k + 0.5 steps), all-zero blocks, tiny and huge magnitudes, and
+    /// blocks holding infinities or NaN (where the fast kernels hand over to the reference).
+    @Test(arguments: Self.quantTypes)
+    func fastEqualsReference(_ type: GGMLType) throws {
+        var rng = SplitMix64(seed: 0x5eed ^ UInt64(type.rawValue))
+        let rowLength = 512, rows = 48
+        var x = [Float](repeating: 0, count: rows * rowLength)
+        for r in 0..<rows {
+            let scale: Float = [1e-30, 1e-3, 0.08, 1, 300, 1e30, 1e-43][r % 7]   // 1e-43: subnormal, 1/d overflows
+            for j in 0..<rowLength { x[r * rowLength + j] = Float.random(in: -1...1, using: &rng) * scale }
+        }
+        // Ties: a block whose largest magnitude is 127 (so Q8_0's 1/d is 1) holding k + 0.5 values.
+        for j in 0..<32 { x[6 * rowLength + j] = j == 0 ? 127 : Float(j % 16) - 7.5 }
+        for j in 32..<64 { x[7 * rowLength + j] = 0 }                                   // an all-zero block
+        x[8 * rowLength + 5] = .infinity; x[9 * rowLength + 300] = .nan; x[10 * rowLength + 64] = -.infinity
+        let fast = try x.withUnsafeBufferPointer { try GGUFQuant.quantize(type, $0.baseAddress!, rows: rows, rowLength: rowLength) }
+        let ref = try x.withUnsafeBufferPointer { try GGUFQuant.quantizeReference(type, $0.baseAddress!, rows: rows, rowLength: rowLength) }
+        let bad = zip(fast, ref).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(fast.count == ref.count)
+        #expect(bad == nil, "\(type.name): first differing byte \(bad ?? -1) (block \((bad ?? 0) / type.blockLayout.bytes))")
+    }
 }

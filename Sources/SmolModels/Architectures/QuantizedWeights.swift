@@ -111,8 +111,10 @@ enum QuantizedWeights {
 
     static func nf4Floats(_ source: TensorSource, _ name: String) throws -> [Float] {
         let q = try NF4.checkpointWeight(source, name)
-        // What bitsandbytes computes on a CPU (the reference logits were made there).
-        do { return try NF4.dequantize(q, indexing: .bitsandbytesCPU) } catch let e as SmolError where e.file == nil {
+        // 2-D: what bitsandbytes computes on a CPU (the reference logits were made there). 3-D
+        // expert stacks (smolconv's quantized trainable layout): the blocks as made, flat.
+        let flat = (nf4Shape(source, name)?.count ?? 2) == 3
+        do { return try NF4.dequantize(q, indexing: flat ? .flat : .bitsandbytesCPU) } catch let e as SmolError where e.file == nil {
             throw SmolError(e.kind, file: source.path, at: "tensor '\(name)'", e.message)
         }
     }

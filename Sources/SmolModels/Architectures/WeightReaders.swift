@@ -36,11 +36,16 @@ public struct DirectWeightReader: HFWeightReader {
     public let source: TensorSource
     /// config.json's MLX `"quantization"`, when the checkpoint has one.
     public let mlx: MLXQuantizationConfig?
-    public init(_ source: TensorSource, mlx: MLXQuantizationConfig? = nil) { self.source = source; self.mlx = mlx }
+    /// config.json's `"smolconv_expert_quantization"`: expert stacks stored NF4 or int4.
+    public let experts: ExpertQuantization?
+    public init(_ source: TensorSource, mlx: MLXQuantizationConfig? = nil, experts: ExpertQuantization? = nil) {
+        self.source = source; self.mlx = mlx; self.experts = experts
+    }
     public var path: String { source.path }
     public func shape(hf name: String) -> [Int]? {
         if let s = QuantizedWeights.nf4Shape(source, name) { return s }
         if let s = QuantizedWeights.mlxShape(source, name, mlx) { return s }
+        if case .int4 = experts, let s = ExpertQuantization.int4Shape(source, name) { return s }
         return source.info(name)?.shape
     }
     public func floats(hf name: String) throws -> [Float] {
@@ -48,12 +53,15 @@ public struct DirectWeightReader: HFWeightReader {
         if let (module, p) = QuantizedWeights.mlxModule(source, name, mlx) {
             return try QuantizedWeights.mlxFloats(source, name, module, p)
         }
+        if case .int4(let g) = experts, ExpertQuantization.int4Shape(source, name) != nil {
+            return try ExpertQuantization.int4Floats(source, name, groupSize: g)
+        }
         return try loadFloat(source, name)
     }
     public func raw(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? {
-        // Stored NF4/MLX weights are not the tensor the name stands for: callers dequantize.
+        // Stored NF4/MLX/int4 weights are not the tensor the name stands for: callers dequantize.
         guard let info = source.info(name), source.info(QuantizedWeights.nf4StateName(name)) == nil,
-              QuantizedWeights.mlxModule(source, name, mlx) == nil else { return nil }
+              QuantizedWeights.mlxModule(source, name, mlx) == nil, ExpertQuantization.int4Shape(source, name) == nil else { return nil }
         return (info, try source.tensorBytes(name))
     }
 }
@@ -139,7 +147,9 @@ extension DenseDecoderModel {
             }
             let configPath = ((ckpt.folder ?? ckpt.path) as NSString).appendingPathComponent("config.json")
             let mlx = try MLXQuantizationConfig(config: json, file: configPath)
-            return try load(config: try ModelConfig(json: json, file: configPath), weights: DirectWeightReader(ckpt.source, mlx: mlx))
+            let experts = try ExpertQuantization(config: json, file: configPath)
+            return try load(config: try ModelConfig(json: json, file: configPath),
+                            weights: DirectWeightReader(ckpt.source, mlx: mlx, experts: experts))
         }
     }
 
