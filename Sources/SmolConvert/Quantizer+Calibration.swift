@@ -12,7 +12,7 @@ import SmolTensor
 /// statistics file in HF naming is read through the architecture's name map.
 final class CalibrationContext: @unchecked Sendable {   // used by the single writer thread
     let options: QuantizeOptions
-    let file: CalibrationFile?
+    let file: (any CalibrationStatisticsSource)?
     let mapping: GGUFArchitectureMapping?
     /// AWQ: column scales (W·diag(s)) and row divisors (diag(1/s)·W) per GGUF tensor name, norm
     /// divisors per norm name, and the tensors' original values getter.
@@ -32,12 +32,15 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
         self.options = options
         mapping = GGUFArchitectureMapping.forGGUFArchitecture(facts.architecture)
         if let path = options.calibration {
-            file = try CalibrationFile(path: path)
+            file = try openCalibrationStatistics(path)
         } else {
             file = nil
             if options.method != .rtn {
                 throw SmolError(.invalidArgument, "--method \(options.method.rawValue) needs --calibration STATS.h5 (from smolconv calibrate)")
             }
+        }
+        if options.method == .awq, let file, file is ImatrixGGUF {
+            throw SmolError(.invalidArgument, file: file.path, "--method awq needs mean |x| and Hessians (smolconv calibrate); an imatrix holds importance only")
         }
         for t in tensors {
             let t = t
@@ -78,7 +81,12 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
                 throw SmolError(.mismatch, file: file!.path, at: sn, "statistics for \(st.inFeatures) input columns, the tensor has \(cols)")
             }
             importance = st.importance
-            if options.method == .gptq { hessian = try file!.hessian(sn) }
+            if options.method == .gptq {
+                hessian = try file!.hessian(sn, expert: nil)
+                guard hessian != nil else {
+                    throw SmolError(.invalidArgument, file: file!.path, at: sn, "--method gptq needs a Hessian, which this file does not hold (an imatrix has importance only; calibrate without --no-hessian)")
+                }
+            }
         }
         if let rs = rowScale[t.name] { for r in 0..<rows { for c in 0..<cols { w[r * cols + c] /= rs[r] } } }
         if let cs = colScale[t.name] {
@@ -164,7 +172,7 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
             for g in groups {
                 guard g.members.allSatisfy({ infos[$0] != nil }),
                       let sn = statsName(g.members[0]), let st = try file.statistics(sn), st.experts == 0,
-                      let h = try file.hessian(sn) else { continue }
+                      st.meanAbs.count == st.inFeatures, let h = try file.hessian(sn, expert: nil) else { continue }
                 if let norm = g.norm, infos[norm]?.shape != [st.inFeatures] { continue }
                 var members: [AWQ.Member] = []
                 for name in g.members {

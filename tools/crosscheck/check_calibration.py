@@ -8,7 +8,9 @@ Model: the llama fixture (Tests/Fixtures/hf/llama, 2 layers, D = 64), fed fixed 
   * numpy: the importance (mean x²) of layer 0's q/k/v input, RMSNorm(embedding) · input_layernorm,
     recomputed from model.safetensors.
   * Quantizing twice from the same statistics (GPTQ, Q4_0) gives identical bytes; gguf-py reads the
-    file and a GPTQ tensor differs from plain rounding but stays on the Q4_0 grid.
+    file and a GPTQ tensor differs from plain rounding.
+  * A llama.cpp-format imatrix GGUF written by gguf-py with the same importance (in_sum2 / counts)
+    gives the same --method imatrix bytes as the HDF5 file.
 """
 import json, os, subprocess, sys, tempfile
 
@@ -93,6 +95,34 @@ with tempfile.TemporaryDirectory() as tmp:
     check(bytes(t.data.tobytes()) != bytes(p["blk.0.attn_q.weight"].data.tobytes()), "GPTQ tensor equals plain rounding")
     deq = gguf.quants.dequantize(t.data, t.tensor_type)
     check(np.isfinite(deq).all(), "GPTQ tensor has non-finite values")
+
+    # The same importance as a llama.cpp imatrix GGUF (written by gguf-py): --method imatrix from it
+    # gives the same bytes as from the HDF5 file.
+    f = h5py.File(stats, "r")
+    imat = os.path.join(tmp, "imatrix.gguf")
+    w = gguf.GGUFWriter(imat, "imatrix")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["check_calibration"])
+    w.add_uint32("imatrix.chunk_count", 3)
+    w.add_uint32("imatrix.chunk_size", ctx)
+    hf2gguf = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for n in sorted(f["tensors"].keys()):
+        i, mod = n.split(".")[2], ".".join(n.split(".")[3:5])
+        g = f["tensors"][n]
+        cnt = float(g["counts"][0])
+        w.add_tensor(f"blk.{i}.{hf2gguf[mod]}.weight.in_sum2", (g["importance"][:].astype(np.float64) * cnt).astype(np.float32).reshape(1, -1))
+        w.add_tensor(f"blk.{i}.{hf2gguf[mod]}.weight.counts", np.array([cnt], np.float32))
+    f.close()
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    pair = []
+    for src in [stats, imat]:
+        out = os.path.join(tmp, f"imatrix-{len(pair)}.gguf")
+        r = subprocess.run([SMOLCONV, "quantize", fixture, out, "--type", "Q4_0", "--calibration", src, "--method", "imatrix"], capture_output=True, text=True)
+        check(r.returncode == 0, f"quantize --method imatrix from {os.path.basename(src)}: {r.stderr.strip()}")
+        pair.append(open(out, "rb").read() if r.returncode == 0 else b"")
+    check(pair[0] == pair[1] and len(pair[0]) > 0, "imatrix quantization from the HDF5 file and from the equivalent imatrix GGUF differ")
+    check(pair[0] != open(rtn, "rb").read(), "--method imatrix gave the plain-rounding bytes")
 
 if failures:
     print("\n".join(failures)); sys.exit(1)
