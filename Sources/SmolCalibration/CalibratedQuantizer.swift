@@ -58,7 +58,7 @@ public enum CalibratedQuantizer {
         let groups = cols / width
         var blocks = [[UInt8]](repeating: [], count: groups)   // per group: [rows] blocks, scales kept
         let maxCode = BlockGrid.maxCode(type)
-        let (codes, _) = try GPTQ.run(weights: w, rows: rows, cols: cols, hessian: hessian, groupWidth: width, options: options) { g, values in
+        let codes = try GPTQ.run(weights: w, rows: rows, cols: cols, hessian: hessian, groupWidth: width, options: options) { g, values in
             let imp = importance.map { Array($0[(g * width)..<((g + 1) * width)]) }
             let bytes = try GGUFQuant.quantize(type, values, rows: rows, rowLength: width, importance: imp)
             var grid = ColumnGrid(scale: [Float](repeating: 0, count: rows * width), offset: [Float](repeating: 0, count: rows * width),
@@ -122,7 +122,7 @@ public enum CalibratedQuantizer {
             let groups = cols / gs
             var scales = [Float](repeating: 0, count: rows * groups), biases = scales
             let maxCode = Int32((1 << target.bits) - 1)
-            let (codes, _) = try GPTQ.run(weights: w, rows: rows, cols: cols, hessian: hessian, groupWidth: gs, options: gptq) { g, values in
+            let codes = try GPTQ.run(weights: w, rows: rows, cols: cols, hessian: hessian, groupWidth: gs, options: gptq) { g, values in
                 var grid = ColumnGrid(scale: [Float](repeating: 0, count: rows * gs), offset: [Float](repeating: 0, count: rows * gs),
                                       codes: [Int32](repeating: 0, count: rows * gs), maxCode: maxCode)
                 for r in 0..<rows {

@@ -34,10 +34,11 @@ public enum GPTQ {
     /// time onto the grid of their group (`makeGrid(group, current values [rows, width])`, called
     /// when the group is reached, or up front with act-order), and each column's rounding error,
     /// scaled by the inverse Hessian's Cholesky factor, is pushed onto the columns not yet rounded.
-    /// Returns the codes [rows, cols] and the grids (one per group, in column order).
+    /// Returns the codes [rows, cols] (in order, each grid is dropped once its group is done: a
+    /// vocabulary-sized output layer holds only one at a time).
     public static func run(weights w: [Float], rows: Int, cols: Int, hessian h: [Float], groupWidth: Int,
                            options: GPTQOptions = GPTQOptions(),
-                           makeGrid: (_ group: Int, _ values: [Float]) throws -> ColumnGrid) throws -> (codes: [Int32], grids: [ColumnGrid]) {
+                           makeGrid: (_ group: Int, _ values: [Float]) throws -> ColumnGrid) throws -> [Int32] {
         guard groupWidth > 0, cols % groupWidth == 0, w.count == rows * cols, h.count == cols * cols else {
             throw SmolError(.invalidArgument, "GPTQ: a [\(rows), \(cols)] weight, a \(h.count)-element Hessian and groups of \(groupWidth) do not fit")
         }
@@ -102,6 +103,7 @@ public enum GPTQ {
                     grids[g] = try makeGrid(g, gather(g, from: W))
                 }
                 let grid = grids[g]!
+                if !options.actOrder && k == groupWidth - 1 { grids[g] = nil }
                 let d = U[i * n + i]
                 for r in 0..<rows {
                     let x = W[r * n + i]
@@ -140,18 +142,6 @@ public enum GPTQ {
             }
             i1 = i2
         }
-        return (codes, grids.map { $0! })
-    }
-
-    /// Values of codes on their grids, [rows, cols].
-    public static func values(codes: [Int32], grids: [ColumnGrid], rows: Int, cols: Int, groupWidth: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: rows * cols)
-        for r in 0..<rows {
-            for c in 0..<cols {
-                let g = grids[c / groupWidth], k = r * groupWidth + c % groupWidth
-                out[r * cols + c] = g.scale[k] * Float(codes[r * cols + c]) + g.offset[k]
-            }
-        }
-        return out
+        return codes
     }
 }

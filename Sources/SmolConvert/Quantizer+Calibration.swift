@@ -58,7 +58,8 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
     }
 
     func handles(_ t: TensorInfo, type: GGMLType) -> Bool {
-        options.method != .rtn && Self.isLayerMatrix(t) && statsName(t.name) != nil
+        // Layer matrices, and the output head (or tied embedding) when the statistics hold its input.
+        options.method != .rtn && t.shape.count == 2 && statsName(t.name) != nil
     }
 
     func replacement(_ name: String) -> (() throws -> [Float])? {

@@ -4,7 +4,8 @@ import SmolModels
 
 /// Sees the input of every linear layer during `Engine.forward` (calibration statistics: importance
 /// matrices, GPTQ Hessians, AWQ channel means). The engine calls it synchronously, once per
-/// distinct input: q/k/v share one call, gate/up share one call.
+/// distinct input: q/k/v share one call, gate/up share one call; the output layer's input (the
+/// final norm's output, all T rows) is reported last, named by lm_head or the tied embedding.
 ///
 /// Names are the checkpoint tensor names in Hugging Face naming (`model.layers.0.self_attn.q_proj.weight`),
 /// the names `DenseDecoderModel` loads by; a GGUF checkpoint's names map to them through SmolModels'
@@ -40,6 +41,14 @@ struct LinearNames {
         down = [n("mlp.down_proj.weight")]
         perLayerGate = [n("per_layer_input_gate.weight")]
         perLayerProjection = [n("per_layer_projection.weight")]
+    }
+}
+
+extension LinearNames {
+    /// The output layer's weight: lm_head, or the embedding when tied (its layer index is L).
+    static func outputHead(_ spec: DenseDecoderSpec) -> String {
+        let names = DenseArchitectures.table[spec.modelType]?.names ?? DecoderTensorNames()
+        return spec.tiedEmbeddings ? names.embed : names.lmHead
     }
 }
 

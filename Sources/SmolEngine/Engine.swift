@@ -195,6 +195,7 @@ public final class Engine: Sendable {
 
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         if captureHiddenStates { captured.append(h) }
+        if let observer { observer.observe(h, rows: T, inDim: D, [LinearNames.outputHead(spec)], layer: spec.layers.count) }
         let R = T - logitsFrom
         if logitsFrom > 0 { h = Array(h[(logitsFrom * D)...]) }                          // [R, D]
         var logits = Kernels.matmul(h, rows: R, inDim: D, weight: w.lmHead, outDim: V)   // [R, V]

@@ -42,8 +42,9 @@ func collectLlama(windows: Int = 4, length: Int = 48) throws -> (StatisticsColle
     let observed = try engine.forward(tokens, observer: collector).logits
     #expect(plain == observed)
     let inputs = collector.inputs
-    // Per layer: q/k/v, o, gate/up, down.
-    #expect(inputs.count == 4 * model.spec.layers.count)
+    // Per layer: q/k/v, o, gate/up, down; then the output head.
+    #expect(inputs.count == 4 * model.spec.layers.count + 1)
+    #expect(inputs.last?.weights == ["lm_head.weight"])
     #expect(inputs[0].weights == ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight"])
     #expect(inputs.allSatisfy { $0.tokens == tokens.count })
     // The first input is RMSNorm(embeddings) · attn-norm weight: recompute it independently.
@@ -149,7 +150,7 @@ func gptqBeatsRoundToNearest(_ target: String) throws {
         #expect(eG < eR, "\(name): GPTQ \(eG) vs RTN \(eR)")
         checked += 1
     }
-    #expect(checked == 7 * model.spec.layers.count)
+    #expect(checked == 7 * model.spec.layers.count + 1)
 }
 
 @Test func statsFileRoundTrip() throws {
@@ -160,7 +161,7 @@ func gptqBeatsRoundToNearest(_ target: String) throws {
     try CalibrationWriter.write(collector.inputs, info: info, to: path)
     let f = try CalibrationFile(path: path)
     #expect(f.info == info)
-    #expect(f.tensorNames.count == 14)
+    #expect(f.tensorNames.count == 15)
     let q = collector.inputs[0]
     let k = try #require(try f.statistics("model.layers.0.self_attn.k_proj.weight"))
     #expect(k.importance == q.importance && k.meanAbs == q.meanAbs && k.counts == [32])

@@ -50,8 +50,8 @@ with tempfile.TemporaryDirectory() as tmp:
     check(a["ctx"] == ctx and a["windows"] == 3 and a["tokens"] == 96 and a["naming"] == b"hf", f"run attributes {dict(a)}")
     check(len(a["model_xxh64"]) == 16 and len(a["smolconv_version"]) > 0, "model hash / version attributes")
     names = sorted(f["tensors"].keys())
-    want = sorted(f"model.layers.{i}.{m}.weight" for i in range(L) for m in
-                  ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])
+    want = sorted([f"model.layers.{i}.{m}.weight" for i in range(L) for m in
+                  ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]] + ["lm_head.weight"])
     check(names == want, f"tensor groups {names}")
     for n in names:
         g = f["tensors"][n]
@@ -108,11 +108,11 @@ with tempfile.TemporaryDirectory() as tmp:
     hf2gguf = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
                "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
     for n in sorted(f["tensors"].keys()):
-        i, mod = n.split(".")[2], ".".join(n.split(".")[3:5])
         g = f["tensors"][n]
+        gname = "output.weight" if n == "lm_head.weight" else f"blk.{n.split('.')[2]}.{hf2gguf['.'.join(n.split('.')[3:5])]}.weight"
         cnt = float(g["counts"][0])
-        w.add_tensor(f"blk.{i}.{hf2gguf[mod]}.weight.in_sum2", (g["importance"][:].astype(np.float64) * cnt).astype(np.float32).reshape(1, -1))
-        w.add_tensor(f"blk.{i}.{hf2gguf[mod]}.weight.counts", np.array([cnt], np.float32))
+        w.add_tensor(gname + ".in_sum2", (g["importance"][:].astype(np.float64) * cnt).astype(np.float32).reshape(1, -1))
+        w.add_tensor(gname + ".counts", np.array([cnt], np.float32))
     f.close()
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     pair = []
