@@ -15,6 +15,8 @@ public enum CalibrationMethod: String, CaseIterable, Sendable {
     /// AWQ: per-input-channel scales s = mean|x|^α (α searched per input on the Hessian output
     /// error), folded into the preceding norm (or producing weight); then imatrix rounding.
     case awq
+    /// AWQ's scales, then GPTQ rounding of the scaled weights (Hessian rescaled to match).
+    case awqGPTQ = "awq+gptq"
 }
 
 /// Group-wise affine int-N in MLX's layout (value = scale·q + bias per group of columns).
@@ -40,7 +42,7 @@ public enum CalibratedQuantizer {
             return try GGUFQuant.quantize(type, w, rows: rows, rowLength: cols)
         case .imatrix, .awq:
             return try GGUFQuant.quantize(type, w, rows: rows, rowLength: cols, importance: importance)
-        case .gptq:
+        case .gptq, .awqGPTQ:
             guard let hessian else { throw SmolError(.invalidArgument, "GPTQ needs a Hessian (calibrate without --no-hessian)") }
             return try gptqGGUF(type, w, rows: rows, cols: cols, hessian: hessian, importance: importance, options: gptq)
         }
@@ -116,7 +118,7 @@ public enum CalibratedQuantizer {
                 }
             }
             return pack(codes, scales: scales, biases: biases, rows: rows, cols: cols, target: target)
-        case .gptq:
+        case .gptq, .awqGPTQ:
             guard let hessian else { throw SmolError(.invalidArgument, "GPTQ needs a Hessian (calibrate without --no-hessian)") }
             let imp = importance ?? [Float](repeating: 1, count: cols)
             let groups = cols / gs

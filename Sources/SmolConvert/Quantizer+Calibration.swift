@@ -39,14 +39,14 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
                 throw SmolError(.invalidArgument, "--method \(options.method.rawValue) needs --calibration STATS.h5 (from smolconv calibrate)")
             }
         }
-        if options.method == .awq, let file, file is ImatrixGGUF {
+        if options.method == .awq || options.method == .awqGPTQ, let file, file is ImatrixGGUF {
             throw SmolError(.invalidArgument, file: file.path, "--method awq needs mean |x| and Hessians (smolconv calibrate); an imatrix holds importance only")
         }
         for t in tensors {
             let t = t
             loaders[t.info.name] = { try TensorValues.decode(try t.raw(), t.info) }
         }
-        if options.method == .awq { try planAWQ(tensors: tensors, planned: planned, facts: facts) }
+        if options.method == .awq || options.method == .awqGPTQ { try planAWQ(tensors: tensors, planned: planned, facts: facts) }
     }
 
     /// The statistics' name for a GGUF tensor name.
@@ -82,7 +82,7 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
                 throw SmolError(.mismatch, file: file!.path, at: sn, "statistics for \(st.inFeatures) input columns, the tensor has \(cols)")
             }
             importance = st.importance
-            if options.method == .gptq {
+            if options.method == .gptq || options.method == .awqGPTQ {
                 hessian = try file!.hessian(sn, expert: nil)
                 guard hessian != nil else {
                     throw SmolError(.invalidArgument, file: file!.path, at: sn, "--method gptq needs a Hessian, which this file does not hold (an imatrix has importance only; calibrate without --no-hessian)")
@@ -93,6 +93,11 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
         if let cs = colScale[t.name] {
             for r in 0..<rows { for c in 0..<cols { w[r * cols + c] *= cs[c] } }
             importance = importance.map { imp in (0..<cols).map { imp[$0] / (cs[$0] * cs[$0]) } }
+            // The scaled weights see x / s: H' = diag(1/s)·H·diag(1/s).
+            if var hh = hessian {
+                for i in 0..<cols { for j in 0..<cols { hh[i * cols + j] /= cs[i] * cs[j] } }
+                hessian = hh
+            }
         }
         return (w, importance, hessian)
     }
@@ -100,7 +105,7 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
     private func method(for type: GGMLType?) -> CalibrationMethod {
         switch options.method {
         case .awq: return .imatrix
-        case .gptq: return type.map(BlockGrid.supports) ?? true ? .gptq : .imatrix
+        case .gptq, .awqGPTQ: return type.map(BlockGrid.supports) ?? true ? .gptq : .imatrix
         default: return options.method
         }
     }

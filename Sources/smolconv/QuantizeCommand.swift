@@ -64,7 +64,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Calibration statistics from `smolconv calibrate` (GGUF output).")
     var calibration: String?
 
-    @Option(help: "How layer matrices are rounded: rtn, imatrix, gptq, awq (all but rtn need --calibration).")
+    @Option(help: "How layer matrices are rounded: rtn, imatrix, gptq, awq, awq+gptq (all but rtn need --calibration).")
     var method: CalibrationMethod = .rtn
 
     @Flag(help: "GPTQ: quantize columns in order of decreasing Hessian diagonal (static groups).")
