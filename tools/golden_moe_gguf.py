@@ -72,87 +72,94 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def main():
-    for fixture in ["qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss", "qwen3_moe_bf16_sharded"]:
-        folder = os.path.join(FIXTURES, fixture)
-        cfg = json.load(open(os.path.join(folder, "config.json")))
-        mt = cfg["model_type"]
-        n_layers = cfg["num_hidden_layers"]
-        tmap = gguf.get_tensor_name_map(ARCH[mt], n_layers)
-        tensors = load(folder)
-        result = {}
+def expected(fixture):
+    """(model_type, general.architecture, block count, {gguf name: (numpy array, dtype name)}): the
+    tensors llama.cpp's converter writes for the fixture (values as in the checkpoint; BF16 as uint16 bits)."""
+    folder = os.path.join(FIXTURES, fixture)
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    mt = cfg["model_type"]
+    n_layers = cfg["num_hidden_layers"]
+    tmap = gguf.get_tensor_name_map(ARCH[mt], n_layers)
+    tensors = load(folder)
+    result = {}
 
-        def put(name, arr, dtype):
-            assert name not in result, name
-            result[name] = {"shape": list(arr.shape), "dtype": dtype, "fnv1a64": fnv1a64(np.ascontiguousarray(arr).tobytes())}
+    def put(name, arr, dtype):
+        assert name not in result, name
+        result[name] = (np.ascontiguousarray(arr), dtype)
+    def mapped(name):
+        g = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert g is not None, (fixture, name)
+        return g
 
-        def mapped(name):
-            g = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
-            assert g is not None, (fixture, name)
-            return g
-
-        experts = {}
-        for name, (arr, dt) in tensors.items():
-            if mt in ("qwen2_moe", "qwen3_moe", "olmoe") and ".mlp.experts." in name:
-                experts[name] = arr
+    experts = {}
+    for name, (arr, dt) in tensors.items():
+        if mt in ("qwen2_moe", "qwen3_moe", "olmoe") and ".mlp.experts." in name:
+            experts[name] = arr
+            continue
+        if mt == "mixtral" and ".block_sparse_moe.experts." in name:
+            experts[name] = arr
+            continue
+        if mt == "mixtral" and (name.endswith("q_proj.weight") or name.endswith("k_proj.weight")):
+            heads = cfg["num_attention_heads"] if "q_proj" in name else cfg["num_key_value_heads"]
+            put(mapped(name), permute(arr, heads), dt)
+            continue
+        if mt == "gpt_oss" and ".mlp.experts." in name:
+            bid = name.split(".")[2]
+            if name.endswith("down_proj_bias"):
+                put(f"blk.{bid}.ffn_down_exps.bias", arr, dt)
+            elif name.endswith("down_proj"):
+                put(f"blk.{bid}.ffn_down_exps.weight", arr.swapaxes(-1, -2), dt)
+            elif name.endswith("gate_up_proj_bias"):
+                put(mapped(name.replace("gate_up_proj_bias", "gate_proj.bias")), arr[..., ::2], dt)
+                put(mapped(name.replace("gate_up_proj_bias", "up_proj.bias")), arr[..., 1::2], dt)
+            else:
+                t = arr.swapaxes(-1, -2)
+                put(mapped(name.replace("gate_up_proj", "gate_proj.weight")), t[:, ::2, :], dt)
+                put(mapped(name.replace("gate_up_proj", "up_proj.weight")), t[:, 1::2, :], dt)
+            continue
+        if mt == "gpt_oss" and name.endswith("sinks"):
+            put(mapped(name + ".weight"), arr, dt)
+            continue
+        if mt == "gemma4_text":
+            bid = name.split(".")[2] if name.startswith("model.layers.") else None
+            if name.endswith("router.scale"):
+                put(f"blk.{bid}.ffn_gate_inp.scale", arr, dt)
                 continue
-            if mt == "mixtral" and ".block_sparse_moe.experts." in name:
-                experts[name] = arr
+            if name.endswith("per_expert_scale"):
+                put(f"blk.{bid}.ffn_down_exps.scale", arr, dt)
                 continue
-            if mt == "mixtral" and (name.endswith("q_proj.weight") or name.endswith("k_proj.weight")):
-                heads = cfg["num_attention_heads"] if "q_proj" in name else cfg["num_key_value_heads"]
-                put(mapped(name), permute(arr, heads), dt)
-                continue
-            if mt == "gpt_oss" and ".mlp.experts." in name:
-                bid = name.split(".")[2]
-                if name.endswith("down_proj_bias"):
-                    put(f"blk.{bid}.ffn_down_exps.bias", arr, dt)
-                elif name.endswith("down_proj"):
-                    put(f"blk.{bid}.ffn_down_exps.weight", arr.swapaxes(-1, -2), dt)
-                elif name.endswith("gate_up_proj_bias"):
-                    put(mapped(name.replace("gate_up_proj_bias", "gate_proj.bias")), arr[..., ::2], dt)
-                    put(mapped(name.replace("gate_up_proj_bias", "up_proj.bias")), arr[..., 1::2], dt)
-                else:
-                    t = arr.swapaxes(-1, -2)
-                    put(mapped(name.replace("gate_up_proj", "gate_proj.weight")), t[:, ::2, :], dt)
-                    put(mapped(name.replace("gate_up_proj", "up_proj.weight")), t[:, 1::2, :], dt)
-                continue
-            if mt == "gpt_oss" and name.endswith("sinks"):
+            if name.endswith("layer_scalar") or (".experts." in name and not name.endswith(".weight")):
                 put(mapped(name + ".weight"), arr, dt)
                 continue
-            if mt == "gemma4_text":
-                bid = name.split(".")[2] if name.startswith("model.layers.") else None
-                if name.endswith("router.scale"):
-                    put(f"blk.{bid}.ffn_gate_inp.scale", arr, dt)
-                    continue
-                if name.endswith("per_expert_scale"):
-                    put(f"blk.{bid}.ffn_down_exps.scale", arr, dt)
-                    continue
-                if name.endswith("layer_scalar") or (".experts." in name and not name.endswith(".weight")):
-                    put(mapped(name + ".weight"), arr, dt)
-                    continue
-            put(mapped(name), arr, dt)
+        put(mapped(name), arr, dt)
 
-        # Per-expert stacks (torch.stack over experts, per projection).
-        n_exp = cfg.get("num_experts") or cfg.get("num_local_experts")
-        if experts:
-            for bid in range(n_layers):
-                if mt == "mixtral":
-                    projs = [("w1", f"layers.{bid}.feed_forward.experts.w1.weight"), ("w2", f"layers.{bid}.feed_forward.experts.w2.weight"),
-                             ("w3", f"layers.{bid}.feed_forward.experts.w3.weight")]
-                    fmt = "model.layers.{bid}.block_sparse_moe.experts.{x}.{w}.weight"
-                else:
-                    projs = [(w, f"model.layers.{bid}.mlp.experts.{w}.weight") for w in ("down_proj", "gate_proj", "up_proj")]
-                    fmt = "model.layers.{bid}.mlp.experts.{x}.{w}.weight"
-                for w, merged in projs:
-                    names = [fmt.format(bid=bid, x=x, w=w) for x in range(n_exp)]
-                    if not all(n in experts for n in names):
-                        continue
-                    stacked = np.stack([experts.pop(n) for n in names], axis=0)
-                    put(mapped(merged), stacked, tensors[names[0]][1])
-            assert not experts, list(experts)[:4]
+    # Per-expert stacks (torch.stack over experts, per projection).
+    n_exp = cfg.get("num_experts") or cfg.get("num_local_experts")
+    if experts:
+        for bid in range(n_layers):
+            if mt == "mixtral":
+                projs = [("w1", f"layers.{bid}.feed_forward.experts.w1.weight"), ("w2", f"layers.{bid}.feed_forward.experts.w2.weight"),
+                         ("w3", f"layers.{bid}.feed_forward.experts.w3.weight")]
+                fmt = "model.layers.{bid}.block_sparse_moe.experts.{x}.{w}.weight"
+            else:
+                projs = [(w, f"model.layers.{bid}.mlp.experts.{w}.weight") for w in ("down_proj", "gate_proj", "up_proj")]
+                fmt = "model.layers.{bid}.mlp.experts.{x}.{w}.weight"
+            for w, merged in projs:
+                names = [fmt.format(bid=bid, x=x, w=w) for x in range(n_exp)]
+                if not all(n in experts for n in names):
+                    continue
+                stacked = np.stack([experts.pop(n) for n in names], axis=0)
+                put(mapped(merged), stacked, tensors[names[0]][1])
+        assert not experts, list(experts)[:4]
 
-        doc = {"model_type": mt, "architecture": gguf.MODEL_ARCH_NAMES[ARCH[mt]], "block_count": n_layers,
+    return mt, gguf.MODEL_ARCH_NAMES[ARCH[mt]], n_layers, result
+
+
+def main():
+    for fixture in ["qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss", "qwen3_moe_bf16_sharded"]:
+        mt, arch, n_layers, arrays = expected(fixture)
+        result = {n: {"shape": list(a.shape), "dtype": dt, "fnv1a64": fnv1a64(a.tobytes())} for n, (a, dt) in arrays.items()}
+        doc = {"model_type": mt, "architecture": arch, "block_count": n_layers,
                "tensors": dict(sorted(result.items()))}
         path = os.path.join(OUT, f"moe-{fixture}.json")
         with open(path, "w") as f:

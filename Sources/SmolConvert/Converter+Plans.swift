@@ -23,6 +23,9 @@ extension Converter {
         }
         let configPath = (ckpt.folder ?? ckpt.path) + "/config.json"
         let config = try ModelConfig(json: json, file: configPath)
+        if let arch = moeArchitecture(config) {
+            return try planMoEHFToGGUF(ckpt, config, arch, options, &notes)
+        }
         let m = try mapping(for: config.modelType, file: configPath)
         var plan: [PlannedTensor] = []
         for t in ckpt.source.tensorInfos {
@@ -63,6 +66,9 @@ extension Converter {
         let g = ckpt.gguf!
         guard let arch = g.metadata.string("general.architecture") else {
             throw SmolError.malformed(ckpt.path, at: "metadata", "no general.architecture: cannot tell which architecture this is")
+        }
+        if let (config, moe) = try moeConfigBeside(ckpt) {
+            return try planMoEGGUFToHF(ckpt, config, moe, options, &notes)
         }
         guard let m = GGUFArchitectureMapping.forGGUFArchitecture(arch) else {
             throw SmolError(.unsupported, file: ckpt.path, "convert GGUF → HF is not supported for architecture '\(arch)' yet")

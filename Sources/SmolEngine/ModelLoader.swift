@@ -14,6 +14,13 @@ public enum ModelLoader {
         if let arch = MoEArchitecture.forModelType(config.modelType), config.moe != nil {
             let layout = MoERestructure.detectLayout(source.tensorInfos.map(\.name), arch)
             if layout != .trainable {
+                var source = source
+                if layout == .gguf, arch.gateUp == .interleavedColumns,
+                   source.tensorInfos.contains(where: { $0.name.contains("_exps.") && $0.type.denseDType == nil }) {
+                    // gpt_oss's trainable layout interleaves gate and up columns: element moves that
+                    // quantized blocks cannot make, so its quantized expert stacks are decoded first.
+                    source = DequantizedView(source) { $0.name.contains("_exps.") }
+                }
                 let plan = try MoERestructure.plan(source.tensorInfos, config: config, to: .trainable, from: layout)
                 return try DenseDecoderModel.load(config: config, source: PlannedSource(plan: plan, source: source))
             }

@@ -68,6 +68,11 @@ public enum MoERestructure {
             }
         }
         let from = given ?? detectLayout(byName.keys, arch)
+        if from == .gguf && layout != .gguf {
+            // Made by llama.cpp's converter from the configuration (gemma4's rope_freqs), not weights:
+            // nothing in the other layouts holds them.
+            for g in generatedGGUFTensors { byName[g] = nil }
+        }
         let sizes = byName.mapValues(\.byteCount)
 
         // Every layout change goes through the trainable layout.
@@ -107,6 +112,10 @@ public enum MoERestructure {
         return MoEPlan(architecture: arch, from: from, to: layout, tensors: ordered, accounting: accounting,
                        ggufMetadata: layout == .gguf ? ggufMetadata(config, arch) : nil)
     }
+
+    /// GGUF tensors llama.cpp's converter generates from the configuration rather than converts
+    /// (`generate_extra_tensors`); left out when leaving the GGUF layout.
+    public static let generatedGGUFTensors: Set<String> = ["rope_freqs.weight"]
 
     /// Proves that every element of every input went into exactly one output position, by name
     /// and element count, and that every output is exactly as large as its recipe.

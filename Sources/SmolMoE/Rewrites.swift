@@ -310,7 +310,7 @@ enum Rewrites {
                 if arch.ggufFusedGateUp {
                     let gu = try require(inputs, blk + "ffn_gate_up_exps.weight", "layer \(layer)'s gate/up experts")
                     try expectShape(gu, [experts, 2 * i, h], "the fused gate/up experts")
-                    try sameType([gu, dn])
+                    // gate/up and down are separate stacks: llama-quantize may give them different types.
                     consumed.insert(gu.name)
                     try emit(arch.gateUpName(layer), gu.type, gu.shape, .input(gu.name), from: gu.name)
                 } else {
@@ -318,7 +318,7 @@ enum Rewrites {
                     let u = try require(inputs, blk + "ffn_up_exps.weight", "layer \(layer)'s up experts")
                     try expectShape(g, [experts, i, h], "the gate experts")
                     try expectShape(u, [experts, i, h], "the up experts")
-                    try sameType([g, u, dn])
+                    try sameType([g, u])  // one stack in the trainable layout; down may differ (llama-quantize's ffn_down bumps)
                     consumed.formUnion([g.name, u.name])
                     let part = bytes(g) / experts
                     var pieces: [TensorRecipe] = []
@@ -338,13 +338,13 @@ enum Rewrites {
                 let u = try require(inputs, blk + "ffn_up_exps.weight", "layer \(layer)'s up experts")
                 try expectShape(g, [experts, i, h], "the gate experts")
                 try expectShape(u, [experts, i, h], "the up experts")
-                try sameType([g, u, dn])
+                try sameType([g, u])
                 consumed.formUnion([g.name, u.name])
                 let es = try requireElementSize(g)
                 let t = TensorRecipe.TransposeSpec(batch: experts, rows: h, columns: 2 * i, elementSize: es, start: 0, stride: 1)
                 try emit(arch.gateUpName(layer), g.type, [experts, h, 2 * i], .interleaveTransposed([.input(g.name), .input(u.name)], t), from: g.name)
                 // [E, H, I] → [E, I, H]: an interleave of one part is a plain transpose.
-                let d = TensorRecipe.TransposeSpec(batch: experts, rows: i, columns: h, elementSize: es, start: 0, stride: 1)
+                let d = TensorRecipe.TransposeSpec(batch: experts, rows: i, columns: h, elementSize: try requireElementSize(dn), start: 0, stride: 1)
                 try emit(arch.downName(layer), dn.type, [experts, i, h], .interleaveTransposed([.input(dn.name)], d), from: dn.name)
             }
             if arch.expertBiases {

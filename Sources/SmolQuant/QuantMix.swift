@@ -152,12 +152,20 @@ public enum QuantMixPlanner {
 
     /// Which tensors llama-quantize quantizes at all.
     public static func isQuantizable(name: String, shape: [Int]) -> Bool {
-        guard name.hasSuffix("weight"), shape.count >= 2 else { return false }
+        guard name.hasSuffix("weight"), ggmlDimensions(shape) >= 2 else { return false }
         for skip in ["_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj",
                      "ssm_conv1d.weight", "shortconv.conv.weight", "attn_rel_b.weight", "time_mix_"] where name.contains(skip) {
             return false
         }
         return name != "position_embd.weight" && name != "token_types.weight"
+    }
+
+    /// `ggml_n_dims`: the dimensions up to the last one larger than 1, counted in ggml's order
+    /// (innermost first). A row-major [1, 64] tensor (qwen2moe's `ffn_gate_inp_shexp`, ne = {64, 1})
+    /// is 1-D to llama-quantize, so it is not quantized.
+    public static func ggmlDimensions(_ shape: [Int]) -> Int {
+        let ne = Array(shape.reversed())
+        return (ne.lastIndex { $0 > 1 }.map { $0 + 1 }) ?? 1
     }
 
     static func useMoreBits(_ i: Int, _ n: Int) -> Bool {
@@ -206,7 +214,11 @@ public enum QuantMixPlanner {
             }
             return (i, n)
         }
-        if name == "output.weight" || (!state.hasOutput && name == "token_embd.weight") {
+        // `category == OUTPUT || (has_tied_embeddings && category == TOKEN_EMBD)`: without an
+        // output.weight, both token-embedding tables (gemma4's per_layer_token_embd too) take the
+        // output rule.
+        let isTokenEmbedding = name == "token_embd.weight" || name == "per_layer_token_embd.weight"
+        if name == "output.weight" || (!state.hasOutput && isTokenEmbedding) {
             if let o = overrides.outputTensorType {
                 newType = o
             } else if nx % newType.blockLayout.elements != 0 {
@@ -284,6 +296,10 @@ public enum QuantMixPlanner {
         case .q4_K: newType = .q5_0
         case .q5_K: newType = .q5_1
         case .q6_K: newType = .q8_0
+        case _ where newType.blockLayout.elements <= 32:
+            // Already a 32-element block (Q4_0 … Q8_0): no smaller block to demote to; F16 below
+            // (llama.cpp `tensor_type_fallback`, e.g. mixtral's 48-wide expert down rows).
+            break
         default:
             throw SmolError(.unsupported, at: "tensor '\(name)'", "rows of \(nx) fit no block of \(newType.name) and it has no fallback")
         }

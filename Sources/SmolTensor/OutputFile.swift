@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -17,6 +18,12 @@ public final class OutputFile {
     private var buffer: [UInt8] = []
     private let bufferLimit = 1 << 20
     public private(set) var bytesWritten = 0
+    /// Early write-back: every `writebackStep` bytes an `fdatasync` starts on a background queue
+    /// (one at a time), so the disk writes while the producer computes and the final `fsync` in
+    /// `commit` has little left (a quantize of the real model spent most of its wall time there).
+    private let writeback = DispatchGroup()
+    private var lastWriteback = 0
+    private let writebackStep = 64 << 20
 
     /// - Parameter inputs: paths this output must not overwrite (the conversion's inputs).
     public init(path: String, protecting inputs: [String] = []) throws {
@@ -41,6 +48,7 @@ public final class OutputFile {
     }
 
     deinit {
+        writeback.wait()
         if !committed {
             if fd >= 0 { close(fd) }
             unlink(temporaryPath)
@@ -63,6 +71,7 @@ public final class OutputFile {
             if buffer.count >= bufferLimit { try flushBuffer() }
         }
         bytesWritten += bytes.count
+        kickWriteback()
     }
 
     public func write(_ bytes: [UInt8]) throws {
@@ -101,6 +110,7 @@ public final class OutputFile {
             done += n
         }
         bytesWritten += count
+        kickWriteback()
         return true
         #else
         return false
@@ -130,9 +140,20 @@ public final class OutputFile {
         }
     }
 
+    /// Starts an asynchronous `fdatasync` when another `writebackStep` bytes have been written and
+    /// none is running. Failures are not reported here: the `fsync` in `commit` reports them.
+    private func kickWriteback() {
+        guard bytesWritten - lastWriteback >= writebackStep, writeback.wait(timeout: .now()) == .success else { return }
+        lastWriteback = bytesWritten
+        let fd = self.fd
+        // `commit` and `deinit` wait for the group before the descriptor is closed.
+        DispatchQueue.global(qos: .utility).async(group: writeback) { _ = fdatasync(fd) }
+    }
+
     /// Flushes, syncs and renames the temporary file to `path`.
     public func commit() throws {
         try flushBuffer()
+        writeback.wait()
         guard fsync(fd) == 0 else {
             throw SmolError(.io, file: path, "fsync failed: \(String(cString: strerror(errno)))")
         }

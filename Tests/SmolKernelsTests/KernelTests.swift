@@ -120,8 +120,9 @@ struct SeededRandom {
     func attentionMatchesReference(options: AttentionOptions) {
         var rng = SeededRandom(5)
         let heads = 4, kvHeads = 2, headDim = 16
-        // Prefill (T = S) and decode-like (T = 3 rows at the end of S = 13 keys).
-        for (tokens, keys) in [(13, 13), (3, 13)] {
+        // Prefill (T = S; 150 rows take the BLAS path in three blocks) and decode-like (T = 3 rows
+        // at the end of S = 13 keys; 40 rows at the end of 90 keys, BLAS).
+        for (tokens, keys) in [(13, 13), (3, 13), (150, 150), (40, 90)] {
             let q = rng.floats(tokens * heads * headDim, scale: 2)
             let k = rng.floats(keys * kvHeads * headDim, scale: 2)
             let v = rng.floats(keys * kvHeads * headDim)
@@ -193,5 +194,39 @@ struct SeededRandom {
         let table: [Float] = [1, 2, 3, 4, 5, 6] // V = 3, D = 2
         #expect(try Kernels.embed(tokens: [2, 0], table: table, vocab: 3, dim: 2, scale: 2) == [10, 12, 2, 4])
         #expect(throws: SmolError.self) { try Kernels.embed(tokens: [3], table: table, vocab: 3, dim: 2, scale: nil) }
+    }
+}
+
+/// FastMath against the C library (expf/tanhf, correctly rounded in practice): exp within 2 ulp over
+/// its normal range, 0 below, +∞ above; tanh within 2e-7 absolute.
+@Suite struct FastMathTests {
+    static let maxUlps: Float = 2
+    static let tanhAbsolute: Float = 2e-7
+
+    @Test func expMatchesLibm() {
+        var worst: Float = 0
+        var x: Float = -87.3
+        while x <= 88 {
+            let ref = Foundation.exp(x)
+            worst = max(worst, abs(FastMath.exp(x) - ref) / ref.ulp)
+            x += 0.00117
+        }
+        #expect(worst <= Self.maxUlps, "worst error \(worst) ulp")
+        #expect(FastMath.exp(-100) == 0)
+        #expect(FastMath.exp(-Float.infinity) == 0)
+        #expect(FastMath.exp(89) == .infinity)
+        #expect(FastMath.exp(0) == 1)
+        #expect(FastMath.exp(.nan).isNaN)
+    }
+
+    @Test func tanhMatchesLibm() {
+        var worst: Float = 0
+        var y: Float = -12
+        while y <= 12 {
+            worst = max(worst, abs(FastMath.tanh(y) - Foundation.tanh(y)))
+            y += 0.000731
+        }
+        #expect(worst <= Self.tanhAbsolute, "worst error \(worst)")
+        #expect(FastMath.tanh(0) == 0 && FastMath.tanh(30) == 1 && FastMath.tanh(-30) == -1)
     }
 }

@@ -118,7 +118,7 @@ func randomRouting(tokens: Int, experts: Int, topK: Int, _ rng: inout SeededRand
 
     @Test func attentionSinksMatchReference() {
         var rng = SeededRandom(5)
-        let T = 9, H = 4, Hkv = 2, Dh = 8
+        let T = 70, H = 4, Hkv = 2, Dh = 8   // ≥ attentionBLASMinTokens: the BLAS path, two blocks
         let q = rng.floats(T * H * Dh), k = rng.floats(T * Hkv * Dh), v = rng.floats(T * Hkv * Dh)
         let opts = AttentionOptions(scale: 0.35, window: 4, sinks: rng.floats(H, scale: 2))
         let fast = Kernels.attention(q: q, k: k, v: v, tokens: T, keys: T, heads: H, kvHeads: Hkv, headDim: Dh, queryStart: 0, options: opts)

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+import SmolFormats
+import SmolModels
+import SmolEngine
+import SmolTensor
+import SmolTestSupport
+@testable import SmolTrain
+
+/// The loss is a mean of logsumexp terms; Float32 noise in the logits (~1e-6 relative) moves it by
+/// ~1e-7 relative, so 1e-5 catches any wrong convention (shift, mask, scale: ≥ 1e-2) with margin.
+let lossTolerance = 1e-5
+/// Gradients: both sides are Float32 with different summation orders (BLAS vs torch kernels) through
+/// a few layers and a backward; they agree to ~1e-6 of the tensor's largest entry, and a wrong
+/// derivative anywhere (norm convention, mask, RoPE sign) is O(1). 1e-4 as the project sets it.
+let gradientTolerance: Float = 1e-4
+/// After one AdamW step: the update is lr · m̂ / (√v̂ + eps) ≈ lr · sign(g) at step 1, so the
+/// parameters agree to Float32 rounding of p − 1e-2·(±1): 1e-5 relative of the tensor's largest entry.
+let stepTolerance: Float = 1e-5
+
+/// max |a − b| / max |ref|
+func relativeError(_ a: [Float], _ ref: [Float]) -> Float {
+    precondition(a.count == ref.count)
+    var num: Float = 0, den: Float = 0
+    for i in a.indices { num = max(num, abs(a[i] - ref[i])); den = max(den, abs(ref[i])) }
+    return den == 0 ? num : num / den
+}
+
+/// The fixture's base model, its PEFT adapter and torch's reference values.
+struct LoRAFixture {
+    let arch: String
+    let model: LoRAModel
+    let adapter: LoRAAdapter
+    let configJSON: JSONValue
+    let reference: SafetensorsFile
+    let inputIDs: [Int]
+
+    init(_ arch: String) throws {
+        self.arch = arch
+        let dir = Fixtures.hf(arch)
+        // MoE checkpoints in per-expert layouts go through the engine's loader (restructured to
+        // transformers' in-memory layout, which PEFT's target_parameters refer to).
+        let base = try ModelLoader.load(configDirectory: dir, source: try SafetensorsCheckpoint(path: dir.path))
+        // The fixtures ran transformers' default (SDPA) attention, which drops Gemma 2's attention soft-cap.
+        model = try LoRAModel(model: base, options: .transformersSDPA)
+        (adapter, configJSON) = try PEFTAdapter.read(directory: dir.appendingPathComponent("lora").path, spec: base.spec)
+        reference = try SafetensorsFile(path: dir.appendingPathComponent("lora_reference.safetensors").path)
+        let ref = try SafetensorsFile(path: dir.appendingPathComponent("reference.safetensors").path)
+        let bytes = try ref.tensorBytes("input_ids")
+        inputIDs = bytes.withUnsafeBytes { raw in
+            (0..<(raw.count / 8)).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        }
+    }
+
+    func ref(_ name: String) throws -> [Float] { try loadFloat(reference, name) }
+}
+
+/// The MoE fixtures with a PEFT adapter (qwen3_moe_bf16_sharded has none).
+let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma4_moe", "gpt_oss"]
+
+@Suite struct LoRAFixtureTests {
+    @Test(arguments: Fixtures.denseArchitectures + moeLoRAArchitectures)
+    func lossGradientsAndAdamWStepMatchTorch(arch: String) throws {
+        let f = try LoRAFixture(arch)
+        #expect(f.adapter.pairs.count * 2 == f.reference.tensorInfos.filter { $0.name.hasPrefix("grad.") }.count)
+        let (loss, grads) = try f.model.lossAndGradients(tokens: f.inputIDs, adapter: f.adapter)
+        let refLoss = Double(try f.ref("loss")[0])
+        #expect(abs(loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) loss \(loss) vs \(refLoss)")
+        // The forward-only loss is the same computation without the tape.
+        let forwardOnly = try f.model.loss(tokens: f.inputIDs, labels: LoRAModel.shiftedLabels(f.inputIDs), adapter: f.adapter)
+        #expect(abs(forwardOnly.loss - refLoss) / abs(refLoss) < lossTolerance, "\(arch) forward-only loss \(forwardOnly.loss)")
+
+        var worst: Float = 0, worstName = ""
+        for t in grads.namedTensors(adapterName: "default") {
+            let err = relativeError(t.values, try f.ref("grad." + t.name))
+            if err > worst { worst = err; worstName = t.name }
+            #expect(err < gradientTolerance, "\(arch) grad \(t.name): \(err)")
+        }
+        print("\(arch): loss \(loss) (torch \(refLoss)), worst gradient error \(worst) at \(worstName)")
+
+        for t in f.adapter.namedTensors(adapterName: "default") {
+            #expect(t.values == (try f.ref("before_step." + t.name)), "\(arch) before_step \(t.name)")
+        }
+        // One AdamW step from our gradients, and from torch's (the optimizer alone).
+        var stepped = f.adapter, fromTorch = f.adapter
+        var opt = AdamW(weightDecay: 0), opt2 = AdamW(weightDecay: 0)
+        opt.update(&stepped, gradients: grads, lr: 1e-2)
+        var torchGrads = grads
+        for key in grads.keys {
+            torchGrads.pairs[key]!.a = try f.ref("grad." + grads.peftName(key, .a, adapterName: "default"))
+            torchGrads.pairs[key]!.b = try f.ref("grad." + grads.peftName(key, .b, adapterName: "default"))
+        }
+        opt2.update(&fromTorch, gradients: torchGrads, lr: 1e-2)
+        var worstStep: Float = 0, illConditioned = 0
+        for (ours, torchOnly) in zip(stepped.namedTensors(adapterName: "default"), fromTorch.namedTensors(adapterName: "default")) {
+            let after = try f.ref("after_step." + ours.name)
+            let gRef = try f.ref("grad." + ours.name)
+            let gOurs = grads.namedTensors(adapterName: "default").first { $0.name == ours.name }!.values
+            // The optimizer alone: torch's gradients through our AdamW.
+            let e2 = relativeError(torchOnly.values, after)
+            #expect(e2 < stepTolerance, "\(arch) after_step (torch gradients) \(ours.name): \(e2)")
+            // End to end. At step 1 the update is lr · g / (|g| + eps): for |g| near eps it swings with
+            // g itself (d/dg = lr · eps / (|g| + eps)²), so an element may differ by what our gradient's
+            // own difference (checked above against 1e-4) moves it, on top of the step tolerance.
+            let scale = after.map(abs).max() ?? 0
+            for i in after.indices {
+                let dg = abs(gOurs[i] - gRef[i])
+                let small = min(abs(gOurs[i]), abs(gRef[i])) + 1e-8
+                let allowed = stepTolerance * scale + 1e-2 * 1e-8 * dg / (small * small)
+                if 1e-2 * 1e-8 * dg / (small * small) > stepTolerance * scale { illConditioned += 1 }
+                #expect(abs(ours.values[i] - after[i]) <= allowed * 1.001, "\(arch) after_step \(ours.name)[\(i)]: \(ours.values[i]) vs \(after[i]), grad \(gOurs[i]) vs \(gRef[i])")
+            }
+            worstStep = max(worstStep, relativeError(ours.values, after))
+        }
+        print("\(arch): worst after-step error \(worstStep), \(illConditioned) ill-conditioned elements (|g| ≈ eps)")
+    }
+}
