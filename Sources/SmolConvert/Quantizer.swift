@@ -1,6 +1,7 @@
 import Foundation
 import SmolFormats
 import SmolModels
+import SmolCalibration
 import SmolQuant
 import SmolTensor
 
@@ -25,6 +26,16 @@ public struct QuantizeOptions: Sendable {
     /// NF4: bitsandbytes' double quantization (`bnb_4bit_use_double_quant`) of the block absmax.
     public var doubleQuant = false
     public var overrides = QuantOverrides()
+    /// A statistics file from `smolconv calibrate` (GGUF output); required by every method but rtn.
+    public var calibration: String?
+    public var method: CalibrationMethod = .rtn
+    public var gptq = GPTQOptions()
+    /// AWQ: the α grid (α = i / (awqGrid − 1)).
+    public var awqGrid = 11
+    /// GGUF output: the layer matrices the mix quantizes become group-wise affine int-N (MLX's
+    /// grid) instead, stored dequantized as F32 so the engine can evaluate them; the summary
+    /// counts their bytes as the packed layout with Float16 scale and bias per group.
+    public var affine: AffineTarget?
 
     public init() {}
 
@@ -147,9 +158,13 @@ public enum Quantizer {
             headCountKV: metadata.int("\(arch).attention.head_count_kv") ?? metadata.int("\(arch).attention.head_count") ?? 0,
             expertCount: metadata.int("\(arch).expert_count") ?? 0,
             architecture: arch)
-        let planned = try QuantMixPlanner.plan(tensors.map { t in
+        var planned = try QuantMixPlanner.plan(tensors.map { t in
             (t.info.name, t.info.type.ggmlType ?? .f32, t.info.shape)
         }, mix: mix, facts: facts, overrides: options.overrides)
+        let calib = try CalibrationContext(options: options, tensors: tensors, planned: planned, facts: facts)
+        if options.affine != nil {
+            for i in tensors.indices where planned[i].quantize && CalibrationContext.isLayerMatrix(tensors[i].info) { planned[i].type = .f32 }
+        }
 
         // llama-quantize's file order: by layer (tensors without one first), then by name.
         let order = tensors.indices.sorted { a, b in
@@ -163,10 +178,26 @@ public enum Quantizer {
             let t = tensors[i], choice = planned[i]
             let shape = t.info.shape
             let to = TensorInfo(name: t.info.name, type: TensorType(ggml: choice.type), shape: shape)
-            rows.append(QuantizeSummary.Row(name: t.info.name, shape: shape, from: t.info.type.name, to: to.type.name,
-                                            bytes: to.byteCount, fallbackFrom: choice.fallbackFrom?.name))
+            let affine = options.affine.flatMap { a in choice.quantize && CalibrationContext.isLayerMatrix(t.info) ? a : nil }
+            rows.append(QuantizeSummary.Row(name: t.info.name, shape: shape, from: t.info.type.name,
+                                            to: affine.map { "INT\($0.bits)g\($0.groupSize)" } ?? to.type.name,
+                                            bytes: affine.map { Int((Double(t.info.elementCount) * $0.bitsPerWeightF16 / 8).rounded(.up)) } ?? to.byteCount,
+                                            fallbackFrom: choice.fallbackFrom?.name))
             let produce: () throws -> TensorBytes
-            if !choice.quantize {
+            if let replaced = calib.replacement(t.info.name) {
+                // AWQ folded its scales into this (unquantized) tensor.
+                produce = { defer { t.release() }; return try TensorValues.encode(try replaced(), as: to.type) }
+            } else if choice.quantize, calib.handles(t.info, type: choice.type) || affine != nil {
+                let type = choice.type
+                produce = {
+                    defer { t.release() }
+                    let values = try TensorValues.decode(try t.raw(), t.info)
+                    if let affine {
+                        return try TensorValues.encode(try calib.quantizeAffine(t.info, values, affine), as: .dense(.f32))
+                    }
+                    return TensorBytes(try calib.quantize(t.info, values, type: type))
+                }
+            } else if !choice.quantize {
                 produce = t.raw
             } else {
                 // Row chunk by row chunk: decode (dequantize exactly), quantize, emit.
@@ -199,13 +230,16 @@ public enum Quantizer {
         metadata["general.quantization_version"] = .uint32(2)
         metadata["general.file_type"] = .uint32(UInt32(mix.fileType))
         try GGUFWriter.write(to: output, metadata: metadata, tensors: writerTensors, protecting: [input])
+        notes += calib.summaryNotes()
         let fallbacks = planned.filter { $0.fallbackFrom != nil }
         if !fallbacks.isEmpty {
             let kinds = Dictionary(grouping: fallbacks) { "\($0.fallbackFrom!.name) → \($0.type.name)" }
             notes.append("rows not a multiple of the block size fell back: " + kinds.keys.sorted().map { "\($0) ×\(kinds[$0]!.count)" }.joined(separator: ", "))
         }
         let size = ((try? FileManager.default.attributesOfItem(atPath: output)[.size]) as? Int) ?? 0
-        return QuantizeSummary(input: input, output: output, format: .gguf, mix: mix.rawValue, rows: rows,
+        let mixName = mix.rawValue + (options.affine.map { " + layer matrices INT\($0.bits) g\($0.groupSize) (as F32)" } ?? "")
+            + (options.method == .rtn ? "" : " (\(options.method.rawValue))")
+        return QuantizeSummary(input: input, output: output, format: .gguf, mix: mixName, rows: rows,
                                fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes)
     }
 }

@@ -79,8 +79,9 @@ public final class Engine: Sendable {
     /// `logitsFrom`: logits are computed for rows logitsFrom..<T only (the output then holds
     /// T − logitsFrom rows); the output layer is the largest matmul of small models, so callers
     /// that score part of a window (perplexity) skip the rest.
+    /// `observer`: sees the input of every linear (calibration); nil changes nothing.
     public func forward(_ tokens: [Int], cache: KVCache? = nil, captureHiddenStates: Bool = false,
-                        logitsFrom: Int = 0) throws -> ForwardOutput {
+                        logitsFrom: Int = 0, observer: ActivationObserver? = nil) throws -> ForwardOutput {
         let spec = model.spec, w = model.weights
         let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
         guard T > 0 else { throw SmolError(.invalidArgument, "forward needs at least one token") }
@@ -98,10 +99,12 @@ public final class Engine: Sendable {
         for (i, layer) in spec.layers.enumerated() {
             let lw = w.layers[i]
             let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
+            let names = observer == nil ? nil : LinearNames(spec, layer: i)
 
             // Attention block.
             var x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.attnNorm, eps: spec.normEps, weighting: spec.normWeighting)
+            if let names { observer?.observe(x, rows: T, inDim: D, names.attention, layer: i) }
             var q = Kernels.matmul(x, rows: T, inDim: D, weight: lw.q, outDim: H * Dh)   // [T, H, Dh]
             if let b = lw.qBias { addRowBias(&q, b) }
             if let qn = lw.qNorm {
@@ -143,6 +146,7 @@ public final class Engine: Sendable {
             let attn = Kernels.attention(q: q, k: cache.keys[kvLayer], v: cache.values[kvLayer], tokens: T, keys: S,
                                          heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
                                          options: attnOptions)                     // [T, H, Dh]
+            if let names { observer?.observe(attn, rows: T, inDim: H * Dh, names.output, layer: i) }
             var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
             if let b = lw.oBias { addRowBias(&o, b) }
             if let n = lw.attnOutNorm {
@@ -156,13 +160,16 @@ public final class Engine: Sendable {
             let F = layer.intermediateSize   // 0: an MoE layer without a dense MLP
             var m: [Float] = []
             if F > 0 {
+                if let names { observer?.observe(x, rows: T, inDim: D, names.gateUp, layer: i) }
                 var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)    // [T, F]
                 let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
                 Kernels.gatedActivation(gate: &g, up: u, spec.activation)
+                if let names { observer?.observe(g, rows: T, inDim: F, names.down, layer: i) }
                 m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
             }
             if let moe = layer.moe, let mw = lw.moe {
-                m = try moeBlock(moe, mw, residual: h, normed: x, dense: F > 0 ? m : nil, tokens: T)  // [T, D]
+                m = try moeBlock(moe, mw, residual: h, normed: x, dense: F > 0 ? m : nil, tokens: T,
+                                 observer: observer, layer: i)  // [T, D]
             }
             if let n = lw.mlpOutNorm {
                 Kernels.rmsNorm(&m, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
@@ -172,9 +179,11 @@ public final class Engine: Sendable {
             // Gemma 4 per-layer input: gate the hidden state with this layer's PLE slice.
             if let ple = spec.perLayerInput, let pli = perLayerInputs {
                 let P = ple.dim, L = spec.layers.count
+                if let names { observer?.observe(h, rows: T, inDim: D, names.perLayerGate, layer: i) }
                 var pg = Kernels.matmul(h, rows: T, inDim: D, weight: lw.perLayerGate!, outDim: P)  // [T, P]
                 Kernels.activate(&pg, spec.activation)
                 for t in 0..<T { for p in 0..<P { pg[t * P + p] *= pli[(t * L + i) * P + p] } }
+                if let names { observer?.observe(pg, rows: T, inDim: P, names.perLayerProjection, layer: i) }
                 var pp = Kernels.matmul(pg, rows: T, inDim: P, weight: lw.perLayerProjection!, outDim: D) // [T, D]
                 Kernels.rmsNorm(&pp, rows: T, dim: D, weight: lw.perLayerNorm!, eps: spec.normEps, weighting: spec.normWeighting)
                 Kernels.add(&h, pp)
@@ -186,6 +195,7 @@ public final class Engine: Sendable {
 
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         if captureHiddenStates { captured.append(h) }
+        if let observer { observer.observe(h, rows: T, inDim: D, [LinearNames.outputHead(spec)], layer: spec.layers.count) }
         let R = T - logitsFrom
         if logitsFrom > 0 { h = Array(h[(logitsFrom * D)...]) }                          // [R, D]
         var logits = Kernels.matmul(h, rows: R, inDim: D, weight: w.lmHead, outDim: V)   // [R, V]

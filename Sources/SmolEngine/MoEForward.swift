@@ -16,7 +16,7 @@ extension Engine {
     /// residual: the stream after attention [T, D]; normed: its pre-MLP norm [T, D]; dense: the
     /// layer's dense MLP output [T, D] when it has one (gemma4).
     func moeBlock(_ spec: MoEBlockSpec, _ w: MoEBlockWeights, residual: [Float], normed x: [Float],
-                  dense: [Float]?, tokens T: Int) throws -> [Float] {
+                  dense: [Float]?, tokens T: Int, observer: ActivationObserver? = nil, layer: Int = 0) throws -> [Float] {
         let D = model.spec.hiddenSize, E = spec.experts
         let eps = model.spec.normEps, weighting = model.spec.normWeighting
 
@@ -43,6 +43,7 @@ extension Engine {
             expertIn = residual
             Kernels.rmsNorm(&expertIn, rows: T, dim: D, weight: n, eps: eps, weighting: weighting)
         }
+        if let observer { try observeExperts(observer, layer: layer, spec, w, input: expertIn, routing: routing) }
         var y = options.expertKernel == .grouped
             ? try Kernels.moeExperts(expertIn, routing: routing, store: w.experts, activation: spec.activation)
             : try ReferenceKernels.moeExperts(expertIn, routing: routing, store: w.experts, activation: spec.activation)

@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
+import SmolCalibration
 import SmolConvert
 import SmolFormats
 import SmolQuant
 import SmolTensor
 
 extension QuantizeOptions.Format: ExpressibleByArgument {}
+extension CalibrationMethod: ExpressibleByArgument {}
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,6 +61,21 @@ struct Quantize: ParsableCommand {
     @Flag(help: "Give every quantized tensor the mix's default type (no per-tensor rules).")
     var pure = false
 
+    @Option(help: "Calibration statistics from `smolconv calibrate` (GGUF output).")
+    var calibration: String?
+
+    @Option(help: "How layer matrices are rounded: rtn, imatrix, gptq, awq, awq+gptq (all but rtn need --calibration).")
+    var method: CalibrationMethod = .rtn
+
+    @Flag(help: "GPTQ: quantize columns in order of decreasing Hessian diagonal (static groups).")
+    var actOrder = false
+
+    @Option(help: "GPTQ dampening, as a fraction of the mean Hessian diagonal.")
+    var damp: Double = 0.01
+
+    @Option(help: "GGUF: make the layer matrices group-wise affine 4-bit with this group size (MLX's grid), stored dequantized as F32 for evaluation; bits per weight are counted as the packed layout with F16 scale and bias.")
+    var int4Group: Int?
+
     @OptionGroup var outputOptions: OutputOptions
 
     func parseType(_ s: String, _ flag: String) throws -> GGMLType {
@@ -83,6 +100,9 @@ struct Quantize: ParsableCommand {
         if format == .nf4 && bits != 4 { throw ValidationError("--format nf4 is 4-bit; leave --bits out (or 4)") }
         if format != .gguf && mixName != nil { throw ValidationError("--type names a GGUF mix; it does not apply to --format \(format.rawValue)") }
         if format == .mlx && ![2, 3, 4, 5, 6, 8].contains(bits) { throw ValidationError("--format mlx takes --bits 2, 3, 4, 5, 6 or 8") }
+        if method != .rtn && calibration == nil { throw ValidationError("--method \(method.rawValue) needs --calibration STATS.h5") }
+        if (calibration != nil || int4Group != nil) && format != .gguf { throw ValidationError("--calibration and --int4-group apply to --format gguf") }
+        if let g = int4Group, ![32, 64, 128].contains(g) { throw ValidationError("--int4-group takes 32, 64 or 128") }
         if let o = outputTensorType { _ = try parseType(o, "--output-tensor-type") }
         if let e = tokenEmbeddingType { _ = try parseType(e, "--token-embedding-type") }
     }
@@ -96,6 +116,11 @@ struct Quantize: ParsableCommand {
             options.groupSize = groupSize
             options.doubleQuant = doubleQuant
             options.overrides.pure = pure
+            options.calibration = calibration
+            options.method = method
+            options.gptq.actOrder = actOrder
+            options.gptq.dampening = damp
+            options.affine = int4Group.map { AffineTarget(bits: 4, groupSize: $0) }
             options.overrides.tensorTypes = try tensorTypes.map { tt in
                 let parts = tt.split(separator: "=", maxSplits: 1)
                 return (String(parts[0]), try parseType(String(parts[1]), "--tensor-type"))

@@ -14,7 +14,7 @@ struct Smolconv: ParsableCommand {
         version: "0.1.0",
         subcommands: [Inspect.self, Convert.self, Quantize.self, Verify.self, PerplexityCommand.self,
                       Generate.self, Logits.self, Tokenize.self, Detokenize.self, MoE.self, Pack.self, Unpack.self,
-                      Train.self, Bench.self]
+                      Train.self, Bench.self, Calibrate.self]
     )
 }
 
