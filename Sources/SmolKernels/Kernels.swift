@@ -58,12 +58,12 @@ public enum Kernels {
 
     public static func matmul(_ x: [Float], rows: Int, inDim: Int, weight: [Float], outDim: Int) -> [Float] {
         precondition(x.count == rows * inDim && weight.count == outDim * inDim, "matmul shape mismatch")
-        var y = [Float](repeating: 0, count: rows * outDim)
-        if rows == 0 || outDim == 0 { return y }
-        if inDim == 0 { return y }
-        x.withUnsafeBufferPointer { xp in
-            weight.withUnsafeBufferPointer { wp in
-                y.withUnsafeMutableBufferPointer { yp in
+        if rows == 0 || outDim == 0 || inDim == 0 { return [Float](repeating: 0, count: rows * outDim) }
+        // BLAS writes every element (beta = 0), so the result is not zero-filled first: for the
+        // perplexity output layer that is 268 MB a chunk of memset and page clearing.
+        return [Float](unsafeUninitializedCapacity: rows * outDim) { yp, count in
+            x.withUnsafeBufferPointer { xp in
+                weight.withUnsafeBufferPointer { wp in
                     if rows <= matvecMaxRows {
                         // A few rows (decode, the last row of a prefill's output layer): one
                         // matrix-vector product per row. sgemm packs the whole weight into its
@@ -83,8 +83,8 @@ public enum Kernels {
                     }
                 }
             }
+            count = rows * outDim
         }
-        return y
     }
 
     /// In-place RMSNorm of each row: x ← x / √(mean(x²) + eps) · w (or · (1 + w)); `weight` nil
