@@ -48,15 +48,6 @@ extension Quantizer {
         ]))
     }
 
-    /// torch's name of a float dtype, as bitsandbytes writes it in the quant state.
-    static func torchName(_ d: DType) -> String {
-        switch d {
-        case .bf16: return "bfloat16"
-        case .f16: return "float16"
-        case .f64: return "float64"
-        default: return "float32"
-        }
-    }
 
     /// Whether transformers + bitsandbytes quantizes this tensor (a Linear weight other than the head).
     static func nf4Quantizes(_ t: TensorInfo) -> Bool {
@@ -205,7 +196,7 @@ extension Quantizer {
             }
             // The JSON state's length goes in the header, so double quantization's offset (a mean
             // over the whole weight's absmax) is computed in a first pass.
-            var state = "{\"quant_type\": \"nf4\", \"blocksize\": \(blockSize), \"dtype\": \"\(torchName(t.type.denseDType!))\", \"shape\": [\(r), \(c)]"
+            var state = "{\"quant_type\": \"nf4\", \"blocksize\": \(blockSize), \"dtype\": \"\(t.type.denseDType!.torchFloatName)\", \"shape\": [\(r), \(c)]"
             if dq {
                 let offset = NF4.doubleQuantOffset(try loadFloat(src, name), blockSize: blockSize)
                 // Python's repr of the float32 widened to a double (`offset.item()`).

@@ -20,7 +20,7 @@ extension ExpertQuantization {
             let cache = Memo<NF4.Quantized>(uses: 2) {
                 try NF4.quantize(try values(), rows: s[0] * s[1], cols: s[2], blockSize: b, doubleQuant: false)
             }
-            let state = Array("{\"quant_type\": \"nf4\", \"blocksize\": \(b), \"dtype\": \"\(Self.torchName(dtype))\", \"shape\": [\(s[0]), \(s[1]), \(s[2])]}".utf8)
+            let state = Array("{\"quant_type\": \"nf4\", \"blocksize\": \(b), \"dtype\": \"\(dtype.torchFloatName)\", \"shape\": [\(s[0]), \(s[1]), \(s[2])]}".utf8)
             return [
                 SafetensorsTensor(TensorInfo(name: name, type: .dense(.u8), shape: [n / 2, 1])) { TensorBytes(try cache.get().packed) },
                 SafetensorsTensor(TensorInfo(name: name + ".absmax", type: .dense(.f32), shape: [n / b])) {
@@ -59,13 +59,6 @@ extension ExpertQuantization {
         }
     }
 
-    static func torchName(_ d: DType) -> String {
-        switch d {
-        case .bf16: return "bfloat16"
-        case .f16: return "float16"
-        default: return "float32"
-        }
-    }
 
     /// Bytes of the stack once quantized (for summaries).
     public func byteCount(_ info: TensorInfo) -> Int {

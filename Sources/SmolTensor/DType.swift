@@ -208,3 +208,16 @@ public enum TensorType: Hashable, Sendable, CustomStringConvertible {
         return Checked.multiply(n / elements, bytes)
     }
 }
+
+extension DType {
+    /// PyTorch's name of a float dtype ("bfloat16", "float16", "float64", else "float32"), as
+    /// bitsandbytes writes it in an NF4 quant state.
+    public var torchFloatName: String {
+        switch self {
+        case .bf16: return "bfloat16"
+        case .f16: return "float16"
+        case .f64: return "float64"
+        default: return "float32"
+        }
+    }
+}

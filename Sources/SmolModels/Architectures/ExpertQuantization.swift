@@ -134,27 +134,8 @@ public enum ExpertQuantization: Sendable, Equatable {
         guard let shape = int4Shape(source, name) else {
             throw SmolError.malformed(source.path, at: "tensor '\(name)'", "not an int4 expert stack (U32 [E, R, C/8] with .scales and .biases)")
         }
-        let rows = shape[0] * shape[1], cols = shape[2]
-        guard g > 0, cols % g == 0 else {
-            throw SmolError.malformed(source.path, at: "tensor '\(name)'", "rows of \(cols) elements are not whole groups of \(g)")
-        }
-        let info = source.info(name)!
-        let bytes = try source.tensorBytes(name)
-        defer { source.release(name) }
-        guard bytes.count == info.byteCount else {
-            throw SmolError.malformed(source.path, at: "tensor '\(name)'", "\(bytes.count) bytes for shape \(info.shape)")
-        }
-        let words: [UInt32] = bytes.withUnsafeBytes { r in
-            (0..<(r.count / 4)).map { UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
-        }
-        let scales = try loadFloat(source, name + ".scales"), biases = try loadFloat(source, name + ".biases")
-        guard scales.count == rows * (cols / g), biases.count == rows * (cols / g) else {
-            throw SmolError.malformed(source.path, at: "tensor '\(name).scales'",
-                                      "\(scales.count) scales and \(biases.count) biases for \(shape) in groups of \(g)")
-        }
-        let q = MLXAffine.Quantized(rows: rows, cols: cols, bits: 4, groupSize: g, weight: words, scales: scales, biases: biases)
-        do { return try MLXAffine.dequantize(q) } catch let e as SmolError where e.file == nil {
-            throw SmolError(e.kind, file: source.path, at: "tensor '\(name)'", e.message)
-        }
+        // The stack reads as the [E·R, C] matrix mx.quantize saw.
+        return try QuantizedWeights.affineFloats(source, name, scalesOf: name, rows: shape[0] * shape[1], cols: shape[2],
+                                                 bits: 4, groupSize: g)
     }
 }

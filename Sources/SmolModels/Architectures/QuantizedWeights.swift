@@ -87,7 +87,17 @@ enum QuantizedWeights {
         guard let info = source.info(name), info.type == .dense(.u32), info.shape.count == 2 else {
             throw SmolError.malformed(source.path, at: "tensor '\(name)'", "an MLX-quantized weight must be U32 [rows, words]")
         }
-        let rows = info.shape[0], cols = info.shape[1] * 32 / p.bits
+        return try affineFloats(source, name, scalesOf: module, rows: info.shape[0], cols: info.shape[1] * 32 / p.bits,
+                                bits: p.bits, groupSize: p.groupSize)
+    }
+
+    /// Dequantizes an MLX-affine weight stored as U32 words `name` with `scalesOf.scales` and
+    /// `scalesOf.biases`, read as a [rows, cols] matrix (MLX modules and smolconv's int4 expert stacks).
+    static func affineFloats(_ source: TensorSource, _ name: String, scalesOf prefix: String, rows: Int, cols: Int,
+                             bits: Int, groupSize: Int) throws -> [Float] {
+        guard let info = source.info(name) else {
+            throw SmolError.malformed(source.path, at: "tensor '\(name)'", "tensor not found")
+        }
         let bytes = try source.tensorBytes(name)
         defer { source.release(name) }
         guard bytes.count == info.byteCount else {
@@ -96,13 +106,13 @@ enum QuantizedWeights {
         let words: [UInt32] = bytes.withUnsafeBytes { r in
             (0..<(r.count / 4)).map { UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
         }
-        let scales = try loadFloat(source, module + ".scales"), biases = try loadFloat(source, module + ".biases")
-        let groups = cols / max(p.groupSize, 1)
-        guard cols % max(p.groupSize, 1) == 0, scales.count == rows * groups, biases.count == rows * groups else {
-            throw SmolError.malformed(source.path, at: "tensor '\(module).scales'",
-                                      "\(scales.count) scales and \(biases.count) biases for a [\(rows), \(cols)] matrix in groups of \(p.groupSize)")
+        let scales = try loadFloat(source, prefix + ".scales"), biases = try loadFloat(source, prefix + ".biases")
+        let groups = cols / max(groupSize, 1)
+        guard cols % max(groupSize, 1) == 0, scales.count == rows * groups, biases.count == rows * groups else {
+            throw SmolError.malformed(source.path, at: "tensor '\(prefix).scales'",
+                                      "\(scales.count) scales and \(biases.count) biases for a [\(rows), \(cols)] matrix in groups of \(groupSize)")
         }
-        let q = MLXAffine.Quantized(rows: rows, cols: cols, bits: p.bits, groupSize: p.groupSize,
+        let q = MLXAffine.Quantized(rows: rows, cols: cols, bits: bits, groupSize: groupSize,
                                     weight: words, scales: scales, biases: biases)
         do { return try MLXAffine.dequantize(q) } catch let e as SmolError where e.file == nil {
             throw SmolError(e.kind, file: source.path, at: "tensor '\(name)'", e.message)
