@@ -117,6 +117,36 @@ public final class OutputFile {
         #endif
     }
 
+    // MARK: - Positioned writes
+
+    /// Sets the file's final size before `write(_:at:)` fills it out of order (ftruncate: no blocks
+    /// are written; a range never written reads as zeros). Call once, before any positioned write
+    /// and after all sequential ones; `bytesWritten` becomes `size`.
+    public func preallocate(_ size: Int) throws {
+        try flushBuffer()
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw SmolError(.io, file: path, "cannot set the size to \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        bytesWritten = size
+        lastWriteback = size
+    }
+
+    /// Writes `bytes` at `offset` (pwrite), for producers that decode parts of the file on several
+    /// threads and write each part where it belongs, straight from a buffer still in cache. Safe to
+    /// call from several threads at once for disjoint ranges (it touches no state of this object
+    /// but the descriptor); do not mix with `write(_:)` after `preallocate`.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SmolError(.io, file: path, "write of \(bytes.count) bytes at offset \(offset) failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
     public func writeZeros(_ n: Int) throws {
         guard n > 0 else { return }
         try write([UInt8](repeating: 0, count: n))

@@ -31,6 +31,9 @@ struct Pack: ParsableCommand {
     @Flag(help: "Compress bytes as they are, without regrouping them into planes.")
     var noByteLayouts = false
 
+    @Flag(help: "Compress each chunk as one zstd frame, not one frame per byte plane (writes container version 1 or 2, readable by older smolconv).")
+    var noPlaneCodings = false
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -43,6 +46,7 @@ struct Pack: ParsableCommand {
             options.level = level
             options.chunkSize = chunkSize
             options.byteLayouts = !noByteLayouts
+            options.planeCodings = !noPlaneCodings
             let progress = Console.Progress("pack", total: 1)
             let s = try SmolPack.pack(input: input, output: output, options: options) { done, total in
                 progress.update(done, of: total)

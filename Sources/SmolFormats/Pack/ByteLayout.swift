@@ -107,6 +107,16 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Sizes of the planes `split` makes of `bytes` bytes (whole records), in order: for each group,
+    /// `width` planes of (records × length / width) bytes. The identity is one plane.
+    public func planeSizes(bytes: Int) -> [Int] {
+        let n = bytes / recordSize
+        return groups.flatMap { g in [Int](repeating: n * (g.length / g.width), count: g.width) }
+    }
+
+    /// Number of planes (`planeSizes(bytes:).count`).
+    public var planeCount: Int { groups.reduce(0) { $0 + $1.width } }
+
     // MARK: - Kernels
 
     /// Regroups `src` (whole records) into planes in `dst` (same size).

@@ -2,7 +2,8 @@
 // Everything little-endian.
 //
 //   offset 0      8  magic "SMOLPACK"
-//   offset 8      4  u32 version (1 or 2; 2 adds the layout's rotate byte, written only when a layout rotates)
+//   offset 8      4  u32 version (1, 2 or 3; 2 adds the layout's rotate byte, 3 the plane codings; a pack is
+//                    written with the lowest version its segments need)
 //   offset 12     4  u32 flags (0; a reader rejects any other value)
 //   offset 16        chunk data: each chunk a zstd frame or stored bytes, back to back
 //   offset I      L  index (below)
@@ -16,7 +17,10 @@
 //   segment = u8 kind (0 = bytes: headers, metadata, padding, side files; 1 = tensor), u64 length,
 //             tensor only: str name, str type ("BF16", "Q4_K", …), u8 rank, rank × u64 dims (row-major),
 //             layout: u32 record size, u8 group count, groups × (u32 start, u32 length, u8 width),
-//             [version 2 only: u8 rotate (0 no, 1 = rotate every element of width ≥ 2 left by one bit)],
+//             [version ≥ 2: u8 rotate (0 no, 1 = rotate every element of width ≥ 2 left by one bit)],
+//             [version 3: u8 plane coding count P (0, or the layout's plane count), P × u8 coding
+//              (1 = zstd at the pack's level, 2 = zstd entropy only); P > 0: each zstd chunk is one
+//              frame per plane, back to back, in plane order],
 //             u32 chunk count, chunks
 //   chunk   = u64 offset in the pack, u64 stored size, u64 raw size, u8 codec (0 stored, 1 zstd),
 //             u64 XXH64 (seed 0) of the chunk's original bytes
@@ -31,10 +35,11 @@ import SmolTensor
 public struct PackIndex: Sendable {
     public static let magic = Array("SMOLPACK".utf8)
     public static let endMagic = Array("SMOLPEND".utf8)
-    /// The newest container version (2: layouts may rotate elements). The writer uses version 1
-    /// when no layout rotates, so such packs stay readable by older smolconv; readers take both.
-    public static let version: UInt32 = 2
-    public static let supportedVersions: ClosedRange<UInt32> = 1...2
+    /// The newest container version (2: layouts may rotate elements; 3: a chunk may hold one zstd
+    /// frame per byte plane, each coded its own way). The writer uses the lowest version the
+    /// segments need, so packs without those features stay readable by older smolconv.
+    public static let version: UInt32 = 3
+    public static let supportedVersions: ClosedRange<UInt32> = 1...3
     public static let headerSize = 16
     public static let trailerSize = 32
     /// Largest raw chunk a reader accepts (the writer uses 4 MiB by default): bounds the memory one
@@ -44,6 +49,10 @@ public struct PackIndex: Sendable {
     public enum Kind: UInt8, Sendable { case file = 0, folder = 1 }
     public enum Format: UInt8, Sendable { case other = 0, safetensors = 1, gguf = 2 }
     public enum Codec: UInt8, Sendable { case stored = 0, zstd = 1 }
+    /// How one byte plane of a chunk is compressed (version 3), recorded so that `inspect` and the
+    /// reader know the chunk's frame structure; decoding needs no parameter (zstd frames describe
+    /// themselves).
+    public enum PlaneCoding: UInt8, Sendable { case level = 1, entropyOnly = 2 }
 
     public struct Chunk: Sendable {
         /// Absolute offset of the stored bytes in the pack file.
@@ -60,6 +69,9 @@ public struct PackIndex: Sendable {
         /// Set for tensor segments.
         public var tensor: TensorInfo?
         public var layout: ByteLayout
+        /// Empty: each zstd chunk is one frame. Else one coding per plane of the layout, and each
+        /// zstd chunk is that many frames back to back (version 3).
+        public var planeCodings: [PlaneCoding] = []
         public var chunks: [Chunk]
     }
 
@@ -74,9 +86,12 @@ public struct PackIndex: Sendable {
     public var kind: Kind
     public var members: [Member]
 
-    /// The container version this index needs: 2 when a layout rotates, else 1.
+    /// The container version this index needs: 3 when a segment has plane codings, 2 when a
+    /// layout rotates, else 1.
     public var requiredVersion: UInt32 {
-        members.contains { $0.segments.contains { $0.layout.rotate && !$0.layout.isIdentity } } ? 2 : 1
+        let segments = members.lazy.flatMap(\.segments)
+        if segments.contains(where: { !$0.planeCodings.isEmpty }) { return 3 }
+        return segments.contains { $0.layout.rotate && !$0.layout.isIdentity } ? 2 : 1
     }
 
     // MARK: - Writing
@@ -101,6 +116,10 @@ public struct PackIndex: Sendable {
                 w.u32(s.layout.recordSize); w.u8(s.layout.groups.count)
                 for g in s.layout.groups { w.u32(g.start); w.u32(g.length); w.u8(g.width) }
                 if version >= 2 { w.u8(s.layout.rotate && !s.layout.isIdentity ? 1 : 0) }
+                if version >= 3 {
+                    w.u8(s.planeCodings.count)
+                    for c in s.planeCodings { w.u8(c.rawValue) }
+                }
                 w.u32(s.chunks.count)
                 for c in s.chunks {
                     w.u64(c.offset); w.u64(c.storedSize); w.u64(c.rawSize); w.u8(c.codec.rawValue)
@@ -238,6 +257,18 @@ public struct PackIndex: Sendable {
                 }
                 let layout = ByteLayout(recordSize: recordSize, groups: groups, rotate: rotate)
                 if let p = layout.problem { throw bad(sloc, "bad byte layout: \(p)") }
+                var planeCodings: [PlaneCoding] = []
+                if version >= 3 {
+                    let n = Int(try r.read(UInt8.self, "plane coding count"))
+                    guard n == 0 || n == layout.planeCount else {
+                        throw bad(sloc, "\(n) plane codings for a layout of \(layout.planeCount) planes")
+                    }
+                    for _ in 0..<n {
+                        let v = try r.read(UInt8.self, "plane coding")
+                        guard let c = PlaneCoding(rawValue: v) else { throw bad(sloc, "unknown plane coding \(v)") }
+                        planeCodings.append(c)
+                    }
+                }
                 let chunkCount = try count("chunk count", minimumEach: 33)
                 var chunks: [Chunk] = []
                 chunks.reserveCapacity(chunkCount)
@@ -269,7 +300,7 @@ public struct PackIndex: Sendable {
                     throw bad(sloc, "segments extend past the member's size \(msize)")
                 }
                 covered = c
-                segments.append(Segment(length: length, tensor: info, layout: layout, chunks: chunks))
+                segments.append(Segment(length: length, tensor: info, layout: layout, planeCodings: planeCodings, chunks: chunks))
             }
             guard covered == msize else { throw bad(mloc, "segments cover \(covered) of the member's \(msize) bytes") }
             members.append(Member(path: mpath, size: msize, format: format, isModel: role == 1, segments: segments))

@@ -17,6 +17,9 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
     private let location: [String: (member: Int, segment: Int)]
     private let lock = NSLock()
     private var sideFolder: String?
+    /// Decoding buffers and zstd contexts, reused across chunks (fresh 4 MiB buffers per chunk
+    /// cost page faults, and a decoded chunk written from a reused buffer is still in cache).
+    private let scratch = ScratchPool()
 
     public init(path: String) throws {
         self.path = path
@@ -108,14 +111,20 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
 
     /// Decodes one chunk into `dst` (its raw size) and verifies its checksum.
     func decode(_ c: PackIndex.Chunk, layout: ByteLayout, into dst: UnsafeMutableRawBufferPointer, at location: String) throws {
+        let s = try scratch.take()
+        defer { scratch.give(s) }
+        try decode(c, layout: layout, into: dst, at: location, scratch: s)
+    }
+
+    func decode(_ c: PackIndex.Chunk, layout: ByteLayout, into dst: UnsafeMutableRawBufferPointer, at location: String,
+                scratch s: Scratch) throws {
         let stored = try file.bytes(at: c.offset, count: c.storedSize)
         do {
             if layout.isIdentity {
-                try Self.expand(c, stored, into: dst)
+                try expand(c, stored, into: dst, s)
             } else {
-                let tmp = UnsafeMutableRawBufferPointer.allocate(byteCount: c.rawSize, alignment: 16)
-                defer { tmp.deallocate() }
-                try Self.expand(c, stored, into: tmp)
+                let tmp = s.planes(c.rawSize)
+                try expand(c, stored, into: tmp, s)
                 layout.merge(UnsafeRawBufferPointer(tmp), into: dst)
             }
         } catch let e as SmolError {
@@ -127,35 +136,61 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
         }
     }
 
-    private static func expand(_ c: PackIndex.Chunk, _ stored: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws {
+    private func expand(_ c: PackIndex.Chunk, _ stored: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer, _ s: Scratch) throws {
         switch c.codec {
         case .stored: dst.copyMemory(from: stored)
-        case .zstd: try Zstd.decompress(stored, into: dst)
+        case .zstd: try s.decoder.decompress(stored, into: dst)
         }
     }
 
-    /// Writes member `mi`'s original bytes to `out` (nil: only decodes and checks them), decoding
-    /// `window` chunks at a time on all cores while the previous window is written, so memory stays
-    /// bounded by 2 × window × chunk size and the disk writes overlap the decoding.
-    func write(member mi: Int, to out: OutputFile?, window: Int = 8, progress: (Int) -> Void) throws {
-        struct Job { var segment: Int; var chunk: Int }
-        var jobs: [Job] = []
+    /// Chunks of member `mi` in file order: segment, chunk, offset in the member.
+    private func chunkJobs(member mi: Int) -> [(segment: Int, chunk: Int, offset: Int)] {
+        var jobs: [(segment: Int, chunk: Int, offset: Int)] = []
         for (si, s) in index.members[mi].segments.enumerated() {
-            for ci in s.chunks.indices { jobs.append(Job(segment: si, chunk: ci)) }
+            var at = segmentOffsets[mi][si]
+            for (ci, c) in s.chunks.enumerated() {
+                jobs.append((si, ci, at))
+                at += c.rawSize
+            }
         }
-        var pending: [[UInt8]] = []   // decoded, not yet written
+        return jobs
+    }
+
+    /// Writes member `mi`'s original bytes to `out` (nil: only decodes and checks them). Every
+    /// chunk is decoded by whichever core is free into a reused buffer and written at its place
+    /// in the file (pwrite) while still in cache; no core waits for another's chunk or for a
+    /// writer. Memory: two chunk buffers per core. `writeSequential` is the plain twin.
+    func write(member mi: Int, to out: OutputFile?, progress: (Int) -> Void) throws {
+        let jobs = chunkJobs(member: mi)
+        try out?.preallocate(index.members[mi].size)
+        try withoutActuallyEscaping(progress) { progress in
+        let done = ProgressRelay(progress)
+        try parallelForEach(jobs.count) { j in
+            let job = jobs[j]
+            let seg = self.index.members[mi].segments[job.segment]
+            let c = seg.chunks[job.chunk]
+            let s = try self.scratch.take()
+            defer { self.scratch.give(s) }
+            let dst = s.output(c.rawSize)
+            try self.decode(c, layout: seg.layout, into: dst, at: "\(self.describe(member: mi, segment: job.segment)) chunk \(job.chunk)",
+                            scratch: s)
+            try out?.write(UnsafeRawBufferPointer(dst), at: job.offset)
+            // The stored bytes are consumed: drop their pages so resident memory stays bounded.
+            self.file.release(offset: c.offset, count: c.storedSize)
+            done.add(c.rawSize)
+        }
+        }
+    }
+
+    /// The plain twin of `write`: decodes `window` chunks at a time on all cores, then appends them
+    /// in order with `OutputFile.write` (for outputs written front to back; the tests compare both).
+    func writeSequential(member mi: Int, to out: OutputFile?, window: Int = 8, progress: (Int) -> Void) throws {
+        let jobs = chunkJobs(member: mi)
         var start = 0
-        while start < jobs.count || !pending.isEmpty {
+        while start < jobs.count {
             let batch = Array(jobs[start..<min(jobs.count, start + window)])
-            let toWrite = pending
-            // Task 0 writes the previous window (concurrentPerform hands out indices in order, so
-            // it starts first); tasks 1… decode this one.
-            let results = try parallelMap(batch.count + 1) { j -> [UInt8] in
-                if j == 0 {
-                    if let out { for b in toWrite { try out.write(b) } }
-                    return []
-                }
-                let job = batch[j - 1]
+            let results = try parallelMap(batch.count) { j -> [UInt8] in
+                let job = batch[j]
                 let s = self.index.members[mi].segments[job.segment]
                 let c = s.chunks[job.chunk]
                 return try [UInt8](unsafeUninitializedCapacity: c.rawSize) { b, n in
@@ -164,13 +199,10 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
                     n = c.rawSize
                 }
             }
-            for b in toWrite { progress(b.count) }
-            // The stored bytes are consumed: drop their pages so resident memory stays bounded.
-            for job in batch {
-                let c = index.members[mi].segments[job.segment].chunks[job.chunk]
-                file.release(offset: c.offset, count: c.storedSize)
+            for b in results {
+                try out?.write(b)
+                progress(b.count)
             }
-            pending = Array(results.dropFirst())
             start += batch.count
         }
     }
@@ -203,5 +235,68 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
         guard let mi = index.members.firstIndex(where: { $0.isModel }),
               let first = index.members[mi].segments.first, first.tensor == nil else { return nil }
         return (mi, try segmentBytes(member: mi, segment: 0))
+    }
+}
+
+/// One worker's reusable decoding state: a zstd context and two buffers that grow to the largest
+/// chunk seen (bounded by PackIndex.maxChunkSize, which the index reader enforces).
+final class Scratch: @unchecked Sendable {
+    // @unchecked: a Scratch is used by one thread at a time (ScratchPool hands it out).
+    let decoder: ZstdDecoder
+    private var planeBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private var outputBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    init() throws { decoder = try ZstdDecoder() }
+
+    deinit {
+        planeBuffer.deallocate()
+        outputBuffer.deallocate()
+    }
+
+    /// A buffer of `n` bytes for the regrouped (compressed-side) bytes of a chunk.
+    func planes(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&planeBuffer, n) }
+    /// A buffer of `n` bytes for a chunk's original bytes.
+    func output(_ n: Int) -> UnsafeMutableRawBufferPointer { Self.grow(&outputBuffer, n) }
+
+    private static func grow(_ b: inout UnsafeMutableRawBufferPointer, _ n: Int) -> UnsafeMutableRawBufferPointer {
+        if b.count < n {
+            b.deallocate()
+            b = .allocate(byteCount: n, alignment: 64)
+        }
+        return UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+    }
+}
+
+/// A lock-guarded stack of `Scratch`es: a worker takes one per chunk and gives it back, so there
+/// are never more than the number of threads decoding at once.
+final class ScratchPool: @unchecked Sendable {
+    // @unchecked: `free` is only touched under `lock`.
+    private let lock = NSLock()
+    private var free: [Scratch] = []
+
+    func take() throws -> Scratch {
+        lock.lock()
+        let s = free.popLast()
+        lock.unlock()
+        return try s ?? Scratch()
+    }
+
+    func give(_ s: Scratch) {
+        lock.lock()
+        free.append(s)
+        lock.unlock()
+    }
+}
+
+/// Calls a progress closure from worker threads one at a time.
+final class ProgressRelay: @unchecked Sendable {
+    // @unchecked: `report` is only called under `lock`.
+    private let lock = NSLock()
+    private let report: (Int) -> Void
+    init(_ report: @escaping (Int) -> Void) { self.report = report }
+    func add(_ n: Int) {
+        lock.lock()
+        report(n)
+        lock.unlock()
     }
 }

@@ -14,6 +14,9 @@ public struct PackOptions: Sendable {
     public var byteLayouts = true
     /// Allow layouts that rotate float elements (container version 2); off, packs stay version 1.
     public var rotate = true
+    /// Compress each byte plane as its own zstd frame, entropy-only where the trial finds that
+    /// smaller (container version 3); off, a chunk is one frame (versions 1–2).
+    public var planeCodings = true
 
     public init() {}
 }
@@ -73,9 +76,12 @@ public enum SmolPack {
 
         let total = plans.reduce(0) { $0 + $1.size }
         let out = try OutputFile(path: output, protecting: [input] + plans.map(\.source))
-        // Layouts first: the container version depends on them (2 only when a layout rotates).
+        // Layouts first: the container version depends on them (3 when a segment codes its planes
+        // apart, 2 when a layout rotates, else 1).
         let layouts = try plans.map { try chooseLayouts($0, options: options) }
-        let version: UInt32 = layouts.joined().contains { $0.rotate && !$0.isIdentity } ? 2 : 1
+        let codings = layouts.joined()
+        let version: UInt32 = codings.contains { !$0.planes.isEmpty } ? 3
+            : codings.contains { $0.layout.rotate && !$0.layout.isIdentity } ? 2 : 1
         var header = PackIndex.magic
         withUnsafeBytes(of: version.littleEndian) { header += $0 }
         header += [0, 0, 0, 0]
@@ -170,41 +176,90 @@ public enum SmolPack {
 
     static func standardized(_ p: String) -> String { (p as NSString).standardizingPath }
 
-    /// Byte layouts of a member's segments, decided per tensor by compressing its first 256 KiB
-    /// with each candidate (the preferred layout, for floats also without the rotation, and no
-    /// layout) and keeping the smallest; tensors in parallel.
-    static func chooseLayouts(_ p: MemberPlan, options: PackOptions) throws -> [ByteLayout] {
+    /// How a segment is cut and compressed: its byte layout and, when the planes are coded apart
+    /// (version 3), one coding per plane.
+    struct SegmentCoding {
+        var layout: ByteLayout
+        var planes: [PackIndex.PlaneCoding]
+        static let identity = SegmentCoding(layout: .identity, planes: [])
+    }
+
+    /// Layouts and plane codings of a member's segments, decided per tensor by compressing its
+    /// first 256 KiB with each candidate layout (the preferred one, for floats also without the
+    /// rotation, and none) and keeping the smallest; with `planeCodings`, each plane of a
+    /// candidate is compressed both at the level and entropy-only, and the smaller counts.
+    /// Tensors in parallel.
+    static func chooseLayouts(_ p: MemberPlan, options: PackOptions) throws -> [SegmentCoding] {
         let f = try MappedFile(path: p.source)
         guard f.size == p.size else { throw SmolError(.io, file: p.source, "file changed size while packing") }
         return try parallelMap(p.segments.count) { si in
             let s = p.segments[si]
             guard options.byteLayouts, let t = s.tensor, s.length > 0 else { return .identity }
             let preferred = ByteLayout.preferred(for: t.type)
-            if preferred.isIdentity { return preferred }
-            var candidates = [preferred]
+            var candidates = [ByteLayout.identity]
+            if !preferred.isIdentity { candidates.append(preferred) }
             if preferred.rotate { candidates.append(preferred.unrotated) }
             if !options.rotate { candidates.removeAll { $0.rotate } }
             let r = preferred.recordSize
             let n = min(s.length, max(r, layoutTrialBytes / r * r))
             let raw = try f.bytes(at: s.offset, count: n)
-            var best = ByteLayout.identity
-            var bestSize = try Zstd.compress(raw, level: options.level).count
+            var best = SegmentCoding.identity
+            var bestSize = Int.max
             for c in candidates {
-                let size = try withSplit(raw, c) { try Zstd.compress($0, level: options.level).count }
-                if size < bestSize { (best, bestSize) = (c, size) }
+                let (coding, size) = try withSplit(raw, c) { try trial($0, layout: c, options: options) }
+                if size < bestSize { (best, bestSize) = (coding, size) }
             }
             return best
         }
     }
 
-    static func packMember(_ p: MemberPlan, layouts: [ByteLayout], into out: OutputFile, options: PackOptions,
+    /// Compressed size of a sample already split by `layout`, and its coding: one frame at the
+    /// level, or (with `planeCodings`) each plane at the level or entropy-only, whichever is smaller.
+    static func trial(_ grouped: UnsafeRawBufferPointer, layout: ByteLayout, options: PackOptions) throws -> (SegmentCoding, Int) {
+        let whole = try Zstd.compress(grouped, level: options.level).count
+        guard options.planeCodings, layout.planeCount <= 255 else { return (SegmentCoding(layout: layout, planes: []), whole) }
+        var planes: [PackIndex.PlaneCoding] = []
+        var total = 0
+        var at = 0
+        for size in layout.planeSizes(bytes: grouped.count) {
+            let plane = UnsafeRawBufferPointer(rebasing: grouped[at..<(at + size)])
+            let atLevel = try Zstd.compress(plane, level: options.level).count
+            let entropy = try Zstd.compress(plane, level: options.level, entropyOnly: true).count
+            planes.append(entropy <= atLevel ? .entropyOnly : .level)
+            total += min(entropy, atLevel)
+            at += size
+        }
+        // Separate frames only when some plane gains from its own coding; else one frame, as in versions 1–2.
+        if !planes.contains(.entropyOnly) || whole <= total { return (SegmentCoding(layout: layout, planes: []), whole) }
+        return (SegmentCoding(layout: layout, planes: planes), total)
+    }
+
+    /// The stored bytes of one chunk already split by `coding.layout`: one zstd frame, or one per
+    /// plane back to back; stored as they are when zstd does not shrink them.
+    static func compressChunk(_ grouped: UnsafeRawBufferPointer, _ coding: SegmentCoding, level: Int) throws -> (PackIndex.Codec, [UInt8]) {
+        var z: [UInt8]
+        if coding.planes.isEmpty {
+            z = try Zstd.compress(grouped, level: level)
+        } else {
+            z = []
+            var at = 0
+            for (size, c) in zip(coding.layout.planeSizes(bytes: grouped.count), coding.planes) {
+                z += try Zstd.compress(UnsafeRawBufferPointer(rebasing: grouped[at..<(at + size)]), level: level,
+                                       entropyOnly: c == .entropyOnly)
+                at += size
+            }
+        }
+        return z.count < grouped.count ? (.zstd, z) : (.stored, Array(grouped))
+    }
+
+    static func packMember(_ p: MemberPlan, layouts: [SegmentCoding], into out: OutputFile, options: PackOptions,
                            progress: (Int) -> Void) throws -> PackIndex.Member {
         let f = try MappedFile(path: p.source)
         guard f.size == p.size else { throw SmolError(.io, file: p.source, "file changed size while packing") }
         struct Job { var segment: Int; var offset: Int; var length: Int }
         var jobs: [Job] = []
         for (si, s) in p.segments.enumerated() {
-            let r = layouts[si].recordSize
+            let r = layouts[si].layout.recordSize
             let step = max(r, options.chunkSize / r * r)
             var at = 0
             while at < s.length {
@@ -222,10 +277,9 @@ public enum SmolPack {
                 let job = batch[j]
                 let raw = try f.bytes(at: job.offset, count: job.length)
                 let sum = XXHash64.hash(raw)
-                return try withSplit(raw, layouts[job.segment]) { grouped in
-                    let z = try Zstd.compress(grouped, level: options.level)
-                    return z.count < grouped.count ? (.zstd, z, sum) : (.stored, Array(grouped), sum)
-                }
+                let coding = layouts[job.segment]
+                let (codec, bytes) = try withSplit(raw, coding.layout) { try compressChunk($0, coding, level: options.level) }
+                return (codec, bytes, sum)
             }
             for (j, (codec, bytes, sum)) in results.enumerated() {
                 let job = batch[j]
@@ -238,7 +292,8 @@ public enum SmolPack {
             start += batch.count
         }
         let segments = p.segments.enumerated().map { si, s in
-            PackIndex.Segment(length: s.length, tensor: s.tensor, layout: layouts[si], chunks: chunks[si])
+            PackIndex.Segment(length: s.length, tensor: s.tensor, layout: layouts[si].layout, planeCodings: layouts[si].planes,
+                              chunks: chunks[si])
         }
         return PackIndex.Member(path: p.name, size: p.size, format: p.format, isModel: p.isModel, segments: segments)
     }

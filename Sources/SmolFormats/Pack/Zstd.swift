@@ -19,41 +19,64 @@ struct Zstd {
         (Checked.multiply(n / 3 + 1, blockSizeMax)) ?? Int.max
     }
 
-    /// One frame holding `src` (with its content size in the frame header).
-    static func compress(_ src: UnsafeRawBufferPointer, level: Int) throws -> [UInt8] {
+    /// One frame holding `src` (with its content size in the frame header). `entropyOnly`: no
+    /// match search at all — the bytes are coded as Huffman-compressed literals only (zstd's
+    /// fastest level, -131072, with literal compression forced on; ZipNN codes exponents the same
+    /// way). For the exponent plane of float weights (a few distinct bytes, no long repeats) that
+    /// is both smaller than level 1–15 and about twice as fast to decode (formats/smolpack.md).
+    static func compress(_ src: UnsafeRawBufferPointer, level: Int, entropyOnly: Bool = false) throws -> [UInt8] {
         let bound = ZSTD_compressBound(src.count)
         guard ZSTD_isError(bound) == 0 else {
             throw SmolError(.invalidArgument, "zstd: \(src.count) bytes is too large for one frame")
         }
         guard let cctx = ZSTD_createCCtx() else { throw SmolError(.io, "zstd: cannot allocate a compression context") }
         defer { ZSTD_freeCCtx(cctx) }
+        if entropyOnly {
+            try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ZSTD_minCLevel()), "set level")
+            // ZSTD_c_literalCompressionMode (zstd.h's experimental section, stable in the library
+            // since 1.4.5) = ZSTD_ps_enable: negative levels otherwise store literals raw.
+            try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_experimentalParam5, 1), "force literal compression")
+        } else {
+            try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(level)), "set level")
+        }
         var out = [UInt8](repeating: 0, count: Int(bound))
         let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_compressCCtx(cctx, dst.baseAddress, dst.count, src.baseAddress, src.count, Int32(level))
+            ZSTD_compress2(cctx, dst.baseAddress, dst.count, src.baseAddress, src.count)
         }
         try check(n, "compress")
         out.removeLast(out.count - Int(n))
         return out
     }
 
-    /// Decompresses one frame that must hold exactly `dst.count` bytes.
+    /// Decompresses `src` (one frame, or several frames back to back) that must hold exactly
+    /// `dst.count` bytes, with a context of its own.
     static func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws {
-        let declared = ZSTD_getFrameContentSize(src.baseAddress, src.count)
-        // ZSTD_CONTENTSIZE_ERROR / _UNKNOWN are (0ULL - 2) / (0ULL - 1): macros Swift does not import.
-        if declared == UInt64.max - 1 { throw SmolError(.malformed, "not a zstd frame") }
-        if declared != UInt64.max && declared != UInt64(dst.count) {
-            throw SmolError(.malformed, "zstd frame holds \(declared) bytes, the index says \(dst.count)")
-        }
-        guard let dctx = ZSTD_createDCtx() else { throw SmolError(.io, "zstd: cannot allocate a decompression context") }
-        defer { ZSTD_freeDCtx(dctx) }
-        let n = ZSTD_decompressDCtx(dctx, dst.baseAddress, dst.count, src.baseAddress, src.count)
-        try check(n, "decompress")
-        guard n == dst.count else {
-            throw SmolError(.malformed, "zstd frame decompressed to \(n) bytes, the index says \(dst.count)")
-        }
+        try ZstdDecoder().decompress(src, into: dst)
     }
 
-    private static func check(_ code: Int, _ what: String) throws {
+    /// Content size declared by the frames in `src` (back to back), checked frame by frame with
+    /// zstd's stable API: each must be a zstd frame declaring its size (smolconv writes it).
+    static func declaredContentSize(_ src: UnsafeRawBufferPointer) throws -> Int {
+        var at = 0, total = 0, frames = 0
+        while at < src.count {
+            let p = src.baseAddress! + at, left = src.count - at
+            let declared = ZSTD_getFrameContentSize(p, left)
+            // ZSTD_CONTENTSIZE_ERROR / _UNKNOWN are (0ULL - 2) / (0ULL - 1): macros Swift does not import.
+            if declared == UInt64.max - 1 { throw SmolError(.malformed, "not a zstd frame at byte \(at) of the chunk") }
+            if declared == UInt64.max { throw SmolError(.malformed, "zstd frame \(frames) does not declare its size") }
+            let size = ZSTD_findFrameCompressedSize(p, left)
+            try check(size, "frame size")
+            guard let t = Checked.add(total, Checked.int(declared) ?? Int.max) else {
+                throw SmolError(.malformed, "zstd frames declare more than \(Int.max) bytes")
+            }
+            total = t
+            at += size
+            frames += 1
+        }
+        return total
+    }
+
+    static func check(_ code: Int, _ what: String) throws {
         guard ZSTD_isError(code) != 0 else { return }
         let name = String(cString: ZSTD_getErrorName(code))
         throw SmolError(.malformed, "zstd \(what) failed: \(name)")
@@ -61,4 +84,34 @@ struct Zstd {
 
     /// libzstd's version, e.g. "1.5.4".
     static var version: String { String(cString: ZSTD_versionString()) }
+}
+
+/// A zstd decompression context kept for many chunks (creating one per 4 MiB chunk costs an
+/// allocation and its initialisation each time). Used by one thread at a time.
+final class ZstdDecoder: @unchecked Sendable {
+    // @unchecked: the context is only used by the thread holding this decoder (PackedCheckpoint's
+    // scratch pool hands each to one worker at a time).
+    private let ctx: OpaquePointer
+
+    init() throws {
+        guard let c = ZSTD_createDCtx() else { throw SmolError(.io, "zstd: cannot allocate a decompression context") }
+        ctx = c
+    }
+
+    deinit { ZSTD_freeDCtx(ctx) }
+
+    /// Decompresses `src` (one frame, or several frames back to back: container version 3 writes
+    /// a chunk's planes as separate frames) that must hold exactly `dst.count` bytes.
+    func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws {
+        let declared = try Zstd.declaredContentSize(src)
+        guard declared == dst.count else {
+            throw SmolError(.malformed, "zstd frames hold \(declared) bytes, the index says \(dst.count)")
+        }
+        // ZSTD_decompressDCtx decodes concatenated frames into one output.
+        let n = ZSTD_decompressDCtx(ctx, dst.baseAddress, dst.count, src.baseAddress, src.count)
+        try Zstd.check(n, "decompress")
+        guard n == dst.count else {
+            throw SmolError(.malformed, "zstd frames decompressed to \(n) bytes, the index says \(dst.count)")
+        }
+    }
 }
