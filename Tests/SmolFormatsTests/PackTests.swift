@@ -25,6 +25,27 @@ import SmolTestSupport
         }
     }
 
+    /// The streaming form equals the one-shot hash however the input is cut (pieces shorter and
+    /// longer than a 32-byte stripe, empty pieces); the one-shot hash is checked against the spec
+    /// and zstd above.
+    @Test func streamingXXH64EqualsOneShot() throws {
+        var rng = SplitMix(seed: 3)
+        for n in [0, 1, 31, 32, 33, 100, 1000, 4099] {
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let whole = XXHash64.hash(bytes)
+            for _ in 0..<5 {
+                var h = XXHash64Stream()
+                var at = 0
+                while at < n {
+                    let k = min(n - at, Int(rng.next() % 70))
+                    bytes.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[at..<(at + k)])) }
+                    at += k
+                }
+                #expect(h.digest() == whole, "length \(n)")
+            }
+        }
+    }
+
     // MARK: - Byte layouts
 
     @Test func byteLayoutsMatchTheirReferenceTwinAndInvert() throws {
@@ -43,6 +64,21 @@ import SmolTestSupport
                 var back = [UInt8](repeating: 0, count: src.count)
                 split.withUnsafeBytes { s in back.withUnsafeMutableBytes { layout.merge(s, into: $0) } }
                 #expect(back == src, "\(type) × \(records)")
+                // Merged tile by tile (as unpack does), uneven tiles: the same bytes.
+                for tile in [1, 2, 5] where records > 0 {
+                    var tiled = [UInt8](repeating: 0, count: src.count)
+                    var first = 0
+                    while first < records {
+                        let k = min(tile, records - first), r = layout.recordSize
+                        split.withUnsafeBytes { s in
+                            tiled.withUnsafeMutableBytes { layout.mergeRecords(s, from: first, into: UnsafeMutableRawBufferPointer(rebasing: $0[(first * r)..<((first + k) * r)])) }
+                        }
+                        first += k
+                    }
+                    #expect(tiled == src, "\(type) × \(records), tiles of \(tile)")
+                }
+                #expect(layout.planeSizes(bytes: src.count).reduce(0, +) == src.count)
+                #expect(layout.planeSizes(bytes: src.count).count == layout.planeCount)
             }
         }
         // Unrotated planes by definition: low bytes, then high bytes.
@@ -96,10 +132,12 @@ import SmolTestSupport
         #expect(l16.splitReference([0x80, 0xBF]) == [0x01, 0x7F])
     }
 
-    /// Packs without a rotating layout are written as version 1 (readable by older smolconv), packs
-    /// with one as version 2; both round trip. A version-1 pack written by the smolconv before
-    /// version 2 existed (Tests/Fixtures/pack/v1-all-types.smolpack) still reads and unpacks.
-    @Test func containerVersionsOneAndTwo() throws {
+    /// The writer uses the lowest version a pack needs: 3 when a segment codes its planes as
+    /// separate frames (the default for BF16: the exponent plane entropy-only), 2 with one frame
+    /// per chunk but rotated layouts, 1 without either (readable by the oldest smolconv). All round
+    /// trip. Packs written by older smolconv — version 1 (Tests/Fixtures/pack/v1-all-types.smolpack)
+    /// and version 2 (v2-bf16-shard.smolpack) — still read and unpack byte for byte.
+    @Test func containerVersionsOneTwoAndThree() throws {
         let dir = Fixtures.temporaryDirectory("smolpack")
         defer { try? FileManager.default.removeItem(at: dir) }
         let bf16 = Fixtures.hf("qwen3_moe_bf16_sharded").appendingPathComponent("model-00003-of-00005.safetensors").path
@@ -108,24 +146,74 @@ import SmolTestSupport
             let b = Array(try f.bytes(at: 8, count: 4))
             return UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24
         }
+        func segments(_ p: String) throws -> [PackIndex.Segment] {
+            try PackIndex.read(MappedFile(path: p)).members[0].segments.filter { $0.tensor != nil }
+        }
         var o = PackOptions()
         o.chunkSize = 16384
-        try roundTrip(bf16, in: dir, options: o)
         let packed = dir.appendingPathComponent("packed.smolpack").path
+        let v3 = try roundTrip(bf16, in: dir, options: o)
+        #expect(try version(packed) == 3)
+        // BF16 rotated planes: the exponent plane (plane 1) entropy-only, each zstd chunk two frames.
+        let coded = try segments(packed).filter { !$0.planeCodings.isEmpty }
+        #expect(!coded.isEmpty)
+        for s in coded {
+            #expect(s.planeCodings.count == s.layout.planeCount)
+            #expect(s.layout.rotate && s.planeCodings[1] == .entropyOnly, "\(s.layout) \(s.planeCodings)")
+        }
+        let file = try MappedFile(path: packed)
+        let chunk = try #require(coded.first?.chunks.first { $0.codec == .zstd })
+        #expect(try Zstd.frames(file.bytes(at: chunk.offset, count: chunk.storedSize)).count == 2)
+
+        o.planeCodings = false
+        let v2 = try roundTrip(bf16, in: dir, options: o)
         #expect(try version(packed) == 2)
-        let layouts = try PackIndex.read(MappedFile(path: packed)).members[0].segments.compactMap { $0.tensor == nil ? nil : $0.layout }
-        #expect(layouts.contains { $0.rotate })
+        #expect(try segments(packed).contains { $0.layout.rotate })
+        #expect(try segments(packed).allSatisfy { $0.planeCodings.isEmpty })
+        #expect(v3.packedBytes < v2.packedBytes, "\(v3.packedBytes) vs \(v2.packedBytes)")
         o.rotate = false
         try roundTrip(bf16, in: dir, options: o)
         #expect(try version(packed) == 1)
-        #expect(try PackIndex.read(MappedFile(path: packed)).members[0].segments.allSatisfy { !$0.layout.rotate })
+        #expect(try segments(packed).allSatisfy { !$0.layout.rotate })
 
-        let old = Fixtures.root.appendingPathComponent("pack/v1-all-types.smolpack").path
-        let original = Fixtures.root.appendingPathComponent("gguf/all-types.gguf").path
-        #expect(try version(old) == 1)
-        let restored = dir.appendingPathComponent("all-types.gguf").path
-        _ = try SmolPack.unpack(input: old, output: restored)
-        #expect(FileManager.default.contentsEqual(atPath: restored, andPath: original))
+        for (old, original, v) in [("pack/v1-all-types.smolpack", Fixtures.root.appendingPathComponent("gguf/all-types.gguf").path, UInt32(1)),
+                                   ("pack/v2-bf16-shard.smolpack", bf16, UInt32(2))] {
+            let path = Fixtures.root.appendingPathComponent(old).path
+            #expect(try version(path) == v)
+            let restored = dir.appendingPathComponent("restored-v\(v)").path
+            _ = try SmolPack.unpack(input: path, output: restored)
+            #expect(FileManager.default.contentsEqual(atPath: restored, andPath: original), "\(old)")
+        }
+    }
+
+    /// Unpacking writes chunks in place from several threads (`write`); the plain twin appends
+    /// them in order (`writeSequential`). Both give the original bytes, also with many small chunks
+    /// and a member made of several segments.
+    @Test func parallelInPlaceUnpackEqualsSequentialTwin() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for input in [Fixtures.hf("llama").appendingPathComponent("model.safetensors").path,
+                      Fixtures.root.appendingPathComponent("gguf/all-types.gguf").path] {
+            var o = PackOptions()
+            o.chunkSize = 4096
+            let packed = dir.appendingPathComponent("p.smolpack").path
+            try? FileManager.default.removeItem(atPath: packed)
+            _ = try SmolPack.pack(input: input, output: packed, options: o)
+            let pack = try PackedCheckpoint(path: packed)
+            let a = dir.appendingPathComponent("parallel").path, b = dir.appendingPathComponent("sequential").path
+            for p in [a, b] { try? FileManager.default.removeItem(atPath: p) }
+            var written = [0, 0]
+            let outA = try OutputFile(path: a)
+            try pack.write(member: 0, to: outA) { written[0] += $0 }
+            try outA.commit()
+            let outB = try OutputFile(path: b)
+            try pack.writeSequential(member: 0, to: outB) { written[1] += $0 }
+            try outB.commit()
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: input)[.size] as? Int)
+            #expect(written == [size, size])
+            #expect(FileManager.default.contentsEqual(atPath: a, andPath: input), "\(input)")
+            #expect(FileManager.default.contentsEqual(atPath: b, andPath: input), "\(input)")
+        }
     }
 
     // MARK: - Round trips

@@ -157,34 +157,65 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
     /// The inverse of `split`.
     public func merge(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) {
         precondition(src.count == dst.count && src.count % recordSize == 0)
-        guard src.count > 0 else { return }
-        if isIdentity { dst.copyMemory(from: src); return }
-        let n = src.count / recordSize
+        mergeRecords(src, from: 0, into: dst)
+    }
+
+    /// Merges records [first, first + dst.count / recordSize) of the split chunk `src` (all of its
+    /// planes) into `dst`: one tile of the chunk, so that unpacking can checksum and write each
+    /// tile while it is still in cache. `merge` is the whole chunk as one tile.
+    public func mergeRecords(_ src: UnsafeRawBufferPointer, from first: Int, into dst: UnsafeMutableRawBufferPointer) {
+        precondition(src.count % recordSize == 0 && dst.count % recordSize == 0 && first >= 0
+                     && first * recordSize + dst.count <= src.count)
+        guard dst.count > 0 else { return }
+        let n = src.count / recordSize    // records in the chunk: planes are n × (elements per record) bytes
+        let count = dst.count / recordSize
         let s = src.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let d = dst.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var base = 0
+        if isIdentity { d.update(from: s + first * recordSize, count: dst.count); return }
         for g in groups {
             let m = g.length / g.width
+            let plane = n * m
+            // The group's planes start at n × g.start (groups tile the record in order); the tile's
+            // first element in each plane is first × m.
+            let q = s + n * g.start + first * m
             if g.width > 1 && (rotate || (recordSize == g.width && [2, 4, 8].contains(g.width))) {
-                Self.mergeRotated(s + base, stride: recordSize, records: n, elements: m, width: g.width, by: rotate ? 1 : 0, into: d + g.start)
+                Self.mergeRotated(q, plane: plane, stride: recordSize, records: count, elements: m, width: g.width, by: rotate ? 1 : 0,
+                                  into: d + g.start)
             } else if g.width == 1 {
-                for r in 0..<n { (d + r * recordSize + g.start).update(from: s + base + r * g.length, count: g.length) }
+                Self.copyFields(q, length: g.length, records: count, stride: recordSize, into: d + g.start)
             } else if m == 1 && g.width == 2 {
-                let p0 = s + base, p1 = p0 + n, q = d + g.start
-                for r in 0..<n { let o = r * recordSize; q[o] = p0[r]; q[o + 1] = p1[r] }
+                let p0 = q, p1 = p0 + plane, o = d + g.start
+                for r in 0..<count { let at = r * recordSize; o[at] = p0[r]; o[at + 1] = p1[r] }
             } else if m == 1 && g.width == 4 {
-                let p0 = s + base, p1 = p0 + n, p2 = p1 + n, p3 = p2 + n, q = d + g.start
-                for r in 0..<n { let o = r * recordSize; q[o] = p0[r]; q[o + 1] = p1[r]; q[o + 2] = p2[r]; q[o + 3] = p3[r] }
+                let p0 = q, p1 = p0 + plane, p2 = p1 + plane, p3 = p2 + plane, o = d + g.start
+                for r in 0..<count { let at = r * recordSize; o[at] = p0[r]; o[at + 1] = p1[r]; o[at + 2] = p2[r]; o[at + 3] = p3[r] }
             } else {
-                let planeSize = n * m
-                for r in 0..<n {
+                for r in 0..<count {
                     for e in 0..<m {
                         let to = d + r * recordSize + g.start + e * g.width
-                        for k in 0..<g.width { to[k] = s[base + k * planeSize + r * m + e] }
+                        for k in 0..<g.width { to[k] = q[k * plane + r * m + e] }
                     }
                 }
             }
-            base += n * g.length
+        }
+    }
+
+    /// Scatters `records` fields of `length` bytes, packed back to back at `src`, to `dst` every
+    /// `stride` bytes. Fields whose length is a multiple of 8 (Q8_0's 32 quants, Q4_K's 128) are
+    /// copied as 8-byte words: a library memmove call per 32-byte field costs more than the copy.
+    private static func copyFields(_ src: UnsafePointer<UInt8>, length: Int, records: Int, stride: Int,
+                                   into dst: UnsafeMutablePointer<UInt8>) {
+        if length % 8 == 0 && length <= 256 {
+            let words = length / 8
+            let from = UnsafeRawPointer(src), to = UnsafeMutableRawPointer(dst)
+            for r in 0..<records {
+                let a = r &* length, b = r &* stride
+                for w in 0..<words {
+                    to.storeBytes(of: from.loadUnaligned(fromByteOffset: a &+ 8 &* w, as: UInt64.self), toByteOffset: b &+ 8 &* w, as: UInt64.self)
+                }
+            }
+        } else {
+            for r in 0..<records { (dst + r * stride).update(from: src + r * length, count: length) }
         }
     }
 
@@ -252,10 +283,11 @@ public struct ByteLayout: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The inverse of `splitRotated`.
-    private static func mergeRotated(_ src: UnsafePointer<UInt8>, stride: Int, records n: Int, elements m: Int, width: Int,
+    /// `plane`: distance between the planes (the whole chunk's elements per plane), which exceeds
+    /// n × m when merging a tile of the chunk.
+    private static func mergeRotated(_ src: UnsafePointer<UInt8>, plane: Int, stride: Int, records n: Int, elements m: Int, width: Int,
                                      by k: Int, into dst: UnsafeMutablePointer<UInt8>) {
         let k16 = UInt16(k), k32 = UInt32(k), k64 = UInt64(k)
-        let plane = n * m
         let raw = UnsafeMutableRawPointer(dst)
         if stride == width && m == 1 {
             // Dense elements back to back (BF16/F16/F32 tensors): vectorizable loops.

@@ -48,7 +48,7 @@ public enum XXHash64 {
     }
 
     /// Adds the length, the last < 32 bytes, and the final avalanche.
-    private static func finish(_ h0: UInt64, length: Int, base: UnsafeRawPointer?, from start: Int, count: Int) -> UInt64 {
+    static func finish(_ h0: UInt64, length: Int, base: UnsafeRawPointer?, from start: Int, count: Int) -> UInt64 {
         var h = h0 &+ UInt64(length)
         var i = start
         var left = count
@@ -73,5 +73,72 @@ public enum XXHash64 {
         h ^= h >> 29; h = h &* p3
         h ^= h >> 32
         return h
+    }
+}
+
+/// XXH64 fed piece by piece (the spec's streaming form): `digest()` equals `XXHash64.hash` of all
+/// the pieces concatenated. Unpacking hashes each decoded tile while it is still in cache.
+public struct XXHash64Stream {
+    private let seed: UInt64
+    private var v1, v2, v3, v4: UInt64
+    private var total = 0
+    /// Bytes not yet hashed (fewer than 32).
+    private var pending: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private var pendingCount = 0
+
+    public init(seed: UInt64 = 0) {
+        self.seed = seed
+        v1 = seed &+ XXHash64.p1 &+ XXHash64.p2
+        v2 = seed &+ XXHash64.p2
+        v3 = seed
+        v4 = seed &- XXHash64.p1
+    }
+
+    @inline(__always) private mutating func stripe(_ p: UnsafeRawPointer) {
+        v1 = XXHash64.round(v1, UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)))
+        v2 = XXHash64.round(v2, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        v3 = XXHash64.round(v3, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+        v4 = XXHash64.round(v4, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+    }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard var p = bytes.baseAddress, bytes.count > 0 else { return }
+        var left = bytes.count
+        total += left
+        if pendingCount > 0 {
+            let take = min(32 - pendingCount, left)
+            let at = pendingCount, from = p
+            withUnsafeMutableBytes(of: &pending) { ($0.baseAddress! + at).copyMemory(from: from, byteCount: take) }
+            pendingCount += take
+            p += take
+            left -= take
+            guard pendingCount == 32 else { return }
+            var full = pending
+            withUnsafeBytes(of: &full) { stripe($0.baseAddress!) }
+            pendingCount = 0
+        }
+        while left >= 32 {
+            stripe(p)
+            p += 32
+            left -= 32
+        }
+        if left > 0 {
+            let from = p, n = left
+            withUnsafeMutableBytes(of: &pending) { $0.baseAddress!.copyMemory(from: from, byteCount: n) }
+            pendingCount = left
+        }
+    }
+
+    public func digest() -> UInt64 {
+        var h: UInt64
+        if total >= 32 {
+            h = XXHash64.rotl(v1, 1) &+ XXHash64.rotl(v2, 7) &+ XXHash64.rotl(v3, 12) &+ XXHash64.rotl(v4, 18)
+            h = XXHash64.merge(h, v1); h = XXHash64.merge(h, v2); h = XXHash64.merge(h, v3); h = XXHash64.merge(h, v4)
+        } else {
+            h = seed &+ XXHash64.p5
+        }
+        var tail = pending
+        let n = pendingCount
+        return withUnsafeBytes(of: &tail) { XXHash64.finish(h, length: total, base: $0.baseAddress, from: 0, count: n) }
     }
 }

@@ -51,12 +51,13 @@ struct Zstd {
     /// Decompresses `src` (one frame, or several frames back to back) that must hold exactly
     /// `dst.count` bytes, with a context of its own.
     static func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws {
-        try ZstdDecoder().decompress(src, into: dst)
+        try ZstdDecoder().decompress(src, into: dst, frames: 1)
     }
 
-    /// Content size declared by the frames in `src` (back to back), checked frame by frame with
-    /// zstd's stable API: each must be a zstd frame declaring its size (smolconv writes it).
-    static func declaredContentSize(_ src: UnsafeRawBufferPointer) throws -> Int {
+    /// Content size declared by the frames in `src` (back to back) and their number, checked frame
+    /// by frame with zstd's stable API: each must be a zstd frame declaring its size (smolconv
+    /// writes it).
+    static func frames(_ src: UnsafeRawBufferPointer) throws -> (contentSize: Int, count: Int) {
         var at = 0, total = 0, frames = 0
         while at < src.count {
             let p = src.baseAddress! + at, left = src.count - at
@@ -73,7 +74,7 @@ struct Zstd {
             at += size
             frames += 1
         }
-        return total
+        return (total, frames)
     }
 
     static func check(_ code: Int, _ what: String) throws {
@@ -101,9 +102,13 @@ final class ZstdDecoder: @unchecked Sendable {
     deinit { ZSTD_freeDCtx(ctx) }
 
     /// Decompresses `src` (one frame, or several frames back to back: container version 3 writes
-    /// a chunk's planes as separate frames) that must hold exactly `dst.count` bytes.
-    func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws {
-        let declared = try Zstd.declaredContentSize(src)
+    /// a chunk's planes as separate frames) that must hold exactly `dst.count` bytes in `frames`
+    /// frames (nil: any number).
+    func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer, frames expected: Int? = nil) throws {
+        let (declared, count) = try Zstd.frames(src)
+        if let expected, count != expected {
+            throw SmolError(.malformed, "\(count) zstd frames where the index says \(expected)")
+        }
         guard declared == dst.count else {
             throw SmolError(.malformed, "zstd frames hold \(declared) bytes, the index says \(dst.count)")
         }
