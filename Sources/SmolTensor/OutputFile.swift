@@ -24,6 +24,9 @@ public final class OutputFile {
     private let writeback = DispatchGroup()
     private var lastWriteback = 0
     private let writebackStep = 64 << 20
+    /// Positioned writes since the last early write-back, guarded by `positionedState`.
+    private var positionedPending = 0
+    private let positionedState = DispatchQueue(label: "OutputFile.positioned")
 
     /// - Parameter inputs: paths this output must not overwrite (the conversion's inputs).
     public init(path: String, protecting inputs: [String] = []) throws {
@@ -145,6 +148,22 @@ public final class OutputFile {
             }
             done += n
         }
+    }
+
+    /// Reports `count` more bytes written with `write(_:at:)`: every `writebackStep` bytes an
+    /// asynchronous `fdatasync` starts (as for sequential writes), so the disk works while the
+    /// producers compute and `commit`'s fsync has little left. Safe from several threads.
+    public func positionedBytesWritten(_ count: Int) {
+        let start: Bool = positionedState.sync {
+            positionedPending += count
+            guard positionedPending >= writebackStep, writeback.wait(timeout: .now()) == .success else { return false }
+            positionedPending = 0
+            return true
+        }
+        guard start else { return }
+        let fd = self.fd
+        // `commit` and `deinit` wait for the group before the descriptor is closed.
+        DispatchQueue.global(qos: .utility).async(group: writeback) { _ = fdatasync(fd) }
     }
 
     public func writeZeros(_ n: Int) throws {

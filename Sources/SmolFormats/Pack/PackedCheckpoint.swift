@@ -224,6 +224,7 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
                                  scratch: s) { bytes, at in
                 try out?.write(bytes, at: job.offset + at)
             }
+            out?.positionedBytesWritten(c.rawSize)
             // The stored bytes are consumed: drop their pages so resident memory stays bounded.
             self.file.release(offset: c.offset, count: c.storedSize)
             done.add(c.rawSize)
