@@ -155,6 +155,14 @@ struct Quantize: ParsableCommand {
         }
         lines.append("")
         lines.append("bits per weight: \(Format.fixed(s.bitsPerWeight, 3)) overall, \(Format.fixed(s.bitsPerWeightQuantized, 3)) over the quantized tensors")
+        if !s.expertFallbacks.isEmpty {
+            let n = s.expertFallbacks.reduce(0) { $0 + $1.experts.count }
+            lines.append("")
+            lines.append("experts without calibration tokens, rounded to nearest (\(n) slices):")
+            for f in s.expertFallbacks {
+                lines.append("  \(f.tensor): expert\(f.experts.count == 1 ? "" : "s") \(f.experts.map(String.init).joined(separator: ", "))")
+            }
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -169,6 +177,9 @@ struct Quantize: ParsableCommand {
                 .object(JSONObject([("name", .string(r.name)), ("shape", .array(r.shape.map { .int($0) })),
                                     ("from", .string(r.from)), ("to", .string(r.to)), ("bytes", .int(r.bytes)),
                                     ("fallback_from", r.fallbackFrom.map(JSONValue.string) ?? .null)]))
+            })),
+            ("rtn_fallback_experts", .array(s.expertFallbacks.map { f in
+                .object(JSONObject([("tensor", .string(f.tensor)), ("experts", .array(f.experts.map { .int($0) }))]))
             })),
             ("notes", .array(s.notes.map(JSONValue.string))),
         ]))
