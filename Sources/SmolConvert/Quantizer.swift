@@ -26,7 +26,7 @@ public struct QuantizeOptions: Sendable {
     /// NF4: bitsandbytes' double quantization (`bnb_4bit_use_double_quant`) of the block absmax.
     public var doubleQuant = false
     public var overrides = QuantOverrides()
-    /// A statistics file from `smolconv calibrate` (GGUF output); required by every method but rtn.
+    /// A statistics file from `smolconv calibrate` (GGUF and MLX output); required by every method but rtn.
     public var calibration: String?
     public var method: CalibrationMethod = .rtn
     public var gptq = GPTQOptions()

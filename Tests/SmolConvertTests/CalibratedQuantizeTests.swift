@@ -2,7 +2,7 @@ import Foundation
 import SmolCalibration
 import SmolEngine
 import SmolFormats
-import SmolModels
+@testable import SmolModels
 import SmolQuant
 import SmolTensor
 import SmolTestSupport
@@ -137,4 +137,77 @@ func moeGPTQIsExpertAware(_ fixture: String) throws {
     #expect(ExpertWeightName.hfPerExpert("model.layers.2.block_sparse_moe.experts.5.w2.weight")?.kind == .down)
     #expect(ExpertWeightName.hfPerExpert("model.layers.0.mlp.experts.7.up_proj.weight")?.kind == .gateUp)
     #expect(ExpertWeightName.hfPerExpert("model.layers.0.mlp.shared_expert.up_proj.weight") == nil)
+}
+
+/// `quantize --format mlx --bits 4 --group-size G --calibration … --method gptq` writes MLX's
+/// affine layout (the same tensors, dtypes, shapes, config and index as the plain MLX output)
+/// holding exactly the calibrated quantizer's integers, scales and biases: the folder read back by
+/// the engine's MLX reader dequantizes to the quantizer's values, and every calibrated weight's
+/// output error on the calibration inputs is below mx.quantize's rounding. On qwen3_moe (per-expert
+/// weights) each expert uses its own slice of the stack statistics; experts without tokens are
+/// mx.quantize's bytes and listed.
+@Test(arguments: [("llama", 64), ("qwen3_moe", 32)])
+func mlxGPTQWritesMLXLayout(_ fixture: String, _ groupSize: Int) throws {
+    let dir = Fixtures.temporaryDirectory("calib-mlx")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let stats = try calibrate(fixture, into: dir, tokens: fixture == "llama" ? 48 : 12)
+    let file = try CalibrationFile(path: stats)
+    func run(_ name: String, _ method: CalibrationMethod) throws -> (SafetensorsFile, QuantizeSummary, String) {
+        var o = QuantizeOptions()
+        o.format = .mlx
+        o.bits = 4
+        o.groupSize = groupSize
+        if method != .rtn { o.calibration = stats; o.method = method }
+        let path = dir.appendingPathComponent(name).path
+        let s = try Quantizer.quantize(input: Fixtures.hf(fixture).path, output: path, options: o)
+        return (try SafetensorsFile(path: path + "/model.safetensors"), s, path)
+    }
+    let (rtn, _, rtnPath) = try run("rtn", .rtn)
+    let (gptq, summary, gptqPath) = try run("gptq", .gptq)
+    let source = try Checkpoint.open(Fixtures.hf(fixture).path).source
+    // Same layout as the plain MLX output: names, dtypes, shapes, config.json, index.
+    #expect(gptq.tensorInfos.map { "\($0.name) \($0.type) \($0.shape)" } == rtn.tensorInfos.map { "\($0.name) \($0.type) \($0.shape)" })
+    for f in ["config.json", "model.safetensors.index.json"] {
+        #expect(try Data(contentsOf: URL(fileURLWithPath: gptqPath + "/" + f)) == (try Data(contentsOf: URL(fileURLWithPath: rtnPath + "/" + f))))
+    }
+    let index = ExpertStatisticsIndex(file)
+    let target = AffineTarget(bits: 4, groupSize: groupSize)
+    var calibrated = 0
+    var fallbacks: [QuantizeSummary.ExpertFallback] = []
+    for t in gptq.tensorInfos where t.type == .dense(.u32) {
+        let name = t.name, module = String(name.dropLast(".weight".count))
+        let shape = try #require(source.info(name)?.shape)
+        let rows = shape[0], cols = shape[1]
+        let stored = try QuantizedWeights.affineFloats(gptq, name, scalesOf: module, rows: rows, cols: cols, bits: 4, groupSize: groupSize)
+        let plain = try QuantizedWeights.affineFloats(rtn, name, scalesOf: module, rows: rows, cols: cols, bits: 4, groupSize: groupSize)
+        let located: (String, Int?)? = file.has(name) ? (name, nil) : index.forPerExpert(name).map { ($0.name, $0.expert) }
+        guard let (sn, expert) = located else {
+            #expect(stored == plain, "\(name): no statistics, so mx.quantize's rounding")
+            continue
+        }
+        let st = try #require(try file.statistics(sn))
+        let i = expert ?? 0
+        if st.counts[i] == 0 {
+            #expect(try bytes(gptq, name) == (try bytes(rtn, name)), "\(name): expert without tokens is not mx.quantize's")
+            fallbacks.append(.init(tensor: name, experts: [i]))
+            continue
+        }
+        let w = try loadFloat(source, name)
+        let h = try #require(try file.hessian(sn, expert: expert))
+        let q = try CalibratedQuantizer.quantizeAffine(target, w, rows: rows, cols: cols, method: .gptq,
+                                                       importance: Array(st.importance[(i * cols)..<((i + 1) * cols)]), hessian: h)
+        #expect(try bytes(gptq, name) == q.weight.flatMap { withUnsafeBytes(of: $0.littleEndian) { Array($0) } }, "\(name): codes")
+        #expect(stored == (try MLXAffine.dequantize(q)), "\(name): read back")
+        let eG = CalibratedQuantizer.outputError(w, stored, rows: rows, cols: cols, hessian: h)
+        let eR = CalibratedQuantizer.outputError(w, plain, rows: rows, cols: cols, hessian: h)
+        #expect(eG < eR, "\(name): GPTQ \(eG) vs mx.quantize \(eR)")
+        calibrated += 1
+    }
+    #expect(calibrated >= (fixture == "llama" ? 14 : 1))
+    #expect(summary.expertFallbacks == fallbacks.sorted { $0.tensor < $1.tensor })
+    if fixture == "qwen3_moe" { #expect(!fallbacks.isEmpty) }
+}
+
+private func bytes(_ file: SafetensorsFile, _ name: String) throws -> [UInt8] {
+    try file.tensorBytes(name).withUnsafeBytes { Array($0) }
 }
