@@ -16,6 +16,12 @@ import SmolTensor
 //     hessian               F32 [in, in] or [E, in, in]  Σ x·xᵀ/N (GPTQ); optional
 // Tensors that share an input (q/k/v, gate/up) share the datasets: hard links to the first
 // tensor's, so h5py sees a dataset under every name and the bytes are stored once.
+// MoE experts: one group per expert input with [E, …] datasets, a row for every expert of the
+// layer (zeros and count 0 for experts no token was routed to). HF naming uses the engine's stacked
+// names (`model.layers.N.<prefix>experts.gate_up_proj` for the gate/up input, `….down_proj`); GGUF
+// naming the first of llama.cpp's stacks present (`blk.N.ffn_gate_exps.weight` or
+// `ffn_gate_up_exps`, `blk.N.ffn_down_exps.weight`); ffn_up_exps reads the gate stack's group
+// (ExpertStatisticsIndex).
 
 /// Metadata of a calibration run.
 public struct CalibrationInfo: Sendable, Equatable {

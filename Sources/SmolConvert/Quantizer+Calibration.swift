@@ -299,7 +299,7 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
                 }
             }
         }
-        if experts?.statisticsName(layer: 0, kind: .gateUp) != nil || experts?.statisticsName(layer: 0, kind: .down) != nil || !(file.tensorNames.allSatisfy { !$0.contains("exps") }) {
+        if file.tensorNames.contains(where: { $0.contains("experts.") || $0.contains("_exps.") }) {
             awqNotes.append("AWQ: MoE experts get no scales (their norm is shared by every expert); each expert is rounded with its own importance\(options.method == .awqGPTQ ? " and Hessian (GPTQ)" : "")")
         }
         awqNotes.append("AWQ: scales searched for \(searched) inputs (α grid of \(options.awqGrid)); \(improved) use α > 0, folded into norms, ffn_up rows (ffn_down) and attn_v rows (attn_output)")
