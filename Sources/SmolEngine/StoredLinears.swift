@@ -34,6 +34,11 @@ struct StoredLinears: Sendable {
         func linear(_ hf: String, rows: Int, cols: Int) throws -> QuantizedLinear? {
             guard let (info, bytes) = try reader.encoded(hf: hf), let type = info.type.ggmlType,
                   type != .f32, QuantKernelTypes.supported.contains(type), info.shape == [rows, cols] else { return nil }
+            if type == .q5_0 {
+                // Lossless re-encoding as Q8_0 (same values bit for bit): faster to decode here.
+                let q8 = bytes.withUnsafeBytes { QuantKernels.q5_0AsQ8_0($0) }
+                return try QuantizedLinear(type: .q8_0, rows: rows, cols: cols, bytes: TensorBytes(q8), name: info.name)
+            }
             return try QuantizedLinear(info, bytes: bytes)
         }
         let D = spec.hiddenSize
