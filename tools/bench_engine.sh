@@ -38,4 +38,6 @@ else
   echo "llama-bench (shared/references): pp128 680–800, tg32 77–84 tokens/s"
 fi
 "$BIN" bench "$MODEL" -p 128 -n 32 --reps 3 2>/dev/null | sed 's/^/smolconv bench /'
+# The same decode on the Float32 copy of every weight (before the stored-encoding kernels).
+"$BIN" bench "$MODEL" -p 0 -n 32 --reps 3 --f32-weights 2>/dev/null | sed 's/^/smolconv bench --f32-weights /'
 echo "load after: $(uptime | sed 's/.*load average: //')"

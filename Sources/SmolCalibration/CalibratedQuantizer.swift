@@ -100,9 +100,20 @@ public enum CalibratedQuantizer {
     // MARK: group-wise affine (MLX layout)
 
     /// RTN (MLX's own rounding), importance-weighted range search, or GPTQ, onto affine groups.
+    /// `storedAs`: the dtype scales and biases are saved in (MLX keeps the weight's dtype). For
+    /// imatrix and GPTQ each group's scale and bias are rounded to it before codes are chosen, so
+    /// the codes are optimal for the values a reader will see; RTN stays mx.quantize (Float32
+    /// grid, rounded when saved, as mlx does).
     public static func quantizeAffine(_ target: AffineTarget, _ w: [Float], rows: Int, cols: Int, method: CalibrationMethod,
-                                      importance: [Float]?, hessian: [Float]?, gptq: GPTQOptions = GPTQOptions()) throws -> MLXAffine.Quantized {
+                                      importance: [Float]?, hessian: [Float]?, gptq: GPTQOptions = GPTQOptions(),
+                                      storedAs: DType = .f32) throws -> MLXAffine.Quantized {
         let gs = target.groupSize
+        let store: (Float) -> Float
+        switch storedAs {
+        case .f16: store = { FloatBits.f16ToF32(FloatBits.f32ToF16($0)) }
+        case .bf16: store = { FloatBits.bf16ToF32(FloatBits.f32ToBF16($0)) }
+        default: store = { $0 }
+        }
         switch method {
         case .rtn:
             return try MLXAffine.quantize(w, rows: rows, cols: cols, bits: target.bits, groupSize: gs)
@@ -112,7 +123,8 @@ public enum CalibratedQuantizer {
             var codes = [Int32](repeating: 0, count: rows * cols)
             for r in 0..<rows {
                 for g in 0..<(cols / gs) {
-                    let (s, b) = weightedAffineGrid(w, at: r * cols + g * gs, count: gs, importance: imp, at: g * gs, bits: target.bits)
+                    var (s, b) = weightedAffineGrid(w, at: r * cols + g * gs, count: gs, importance: imp, at: g * gs, bits: target.bits)
+                    s = store(s); b = store(b)
                     scales[r * (cols / gs) + g] = s; biases[r * (cols / gs) + g] = b
                     for k in 0..<gs { codes[r * cols + g * gs + k] = affineCode(w[r * cols + g * gs + k], s, b, bits: target.bits) }
                 }
@@ -128,7 +140,8 @@ public enum CalibratedQuantizer {
                 var grid = ColumnGrid(scale: [Float](repeating: 0, count: rows * gs), offset: [Float](repeating: 0, count: rows * gs),
                                       codes: [Int32](repeating: 0, count: rows * gs), maxCode: maxCode)
                 for r in 0..<rows {
-                    let (s, b) = weightedAffineGrid(values, at: r * gs, count: gs, importance: imp, at: g * gs, bits: target.bits)
+                    var (s, b) = weightedAffineGrid(values, at: r * gs, count: gs, importance: imp, at: g * gs, bits: target.bits)
+                    s = store(s); b = store(b)
                     scales[r * groups + g] = s; biases[r * groups + g] = b
                     for k in 0..<gs { grid.scale[r * gs + k] = s; grid.offset[r * gs + k] = b }
                 }

@@ -16,6 +16,12 @@ import SmolTensor
 //     hessian               F32 [in, in] or [E, in, in]  Σ x·xᵀ/N (GPTQ); optional
 // Tensors that share an input (q/k/v, gate/up) share the datasets: hard links to the first
 // tensor's, so h5py sees a dataset under every name and the bytes are stored once.
+// MoE experts: one group per expert input with [E, …] datasets, a row for every expert of the
+// layer (zeros and count 0 for experts no token was routed to). HF naming uses the engine's stacked
+// names (`model.layers.N.<prefix>experts.gate_up_proj` for the gate/up input, `….down_proj`); GGUF
+// naming the first of llama.cpp's stacks present (`blk.N.ffn_gate_exps.weight` or
+// `ffn_gate_up_exps`, `blk.N.ffn_down_exps.weight`); ffn_up_exps reads the gate stack's group
+// (ExpertStatisticsIndex).
 
 /// Metadata of a calibration run.
 public struct CalibrationInfo: Sendable, Equatable {
@@ -58,10 +64,12 @@ public enum CalibrationFormat {
 }
 
 /// Writes collected statistics. `rename` maps the engine's HF names to the checkpoint's names
-/// (nil: the tensor is skipped, e.g. a name the checkpoint does not have).
+/// (nil: the tensor is skipped, e.g. a name the checkpoint does not have). `expertsPerLayer`: the
+/// model's expert count per MoE layer, so that experts no token reached (always the case for some
+/// experts of a short corpus) still get their zero rows and count 0 in the [E, …] datasets.
 public enum CalibrationWriter {
     public static func write(_ inputs: [InputStatistics], info: CalibrationInfo, to path: String,
-                             naming tensorName: (String) -> String? = { $0 }) throws {
+                             naming tensorName: (String) -> String? = { $0 }, expertsPerLayer: [Int: Int] = [:]) throws {
         let tmp = path + ".tmp-\(getpid())"
         let f = try HDF5File.create(tmp)
         var committed = false
@@ -92,7 +100,7 @@ public enum CalibrationWriter {
             guard let first = names.first else { continue }
             let n = g.parts[0].inDim
             let isMoE = g.parts[0].expert != nil
-            let E = isMoE ? (g.parts.compactMap(\.expert).max() ?? 0) + 1 : 0
+            let E = isMoE ? max((g.parts.compactMap(\.expert).max() ?? 0) + 1, expertsPerLayer[g.parts[0].layer] ?? 0) : 0
             let rowsOut = isMoE ? E : 1
             var importance = [Float](repeating: 0, count: rowsOut * n), meanAbs = importance
             var counts = [Int64](repeating: 0, count: rowsOut)
@@ -193,9 +201,7 @@ public final class CalibrationFile: @unchecked Sendable {   // the HDF5 handle i
             guard shape.count == 3, shape[1] == shape[2], e < shape[0] else {
                 throw SmolError(.malformed, file: path, at: d, "expert \(e) of a Hessian of shape \(shape)")
             }
-            let all = try file.readFloats(d, limit: CalibrationFormat.readLimit).values
-            let n = shape[1]
-            return Array(all[(e * n * n)..<((e + 1) * n * n)])
+            return try file.readFloats(d, leading: e, limit: CalibrationFormat.readLimit).values
         }
         guard shape.count == 2, shape[0] == shape[1] else {
             throw SmolError(.malformed, file: path, at: d, "Hessian of shape \(shape)")

@@ -188,6 +188,38 @@ final class HDF5File {
     }
 
     func readFloats(_ name: String, limit: Int) throws -> (values: [Float], shape: [Int]) { try read(name, .f32, limit: limit) }
+
+    /// Reads index `index` of a dataset's leading dimension ([d0, rest…] → [rest…]) as Float32,
+    /// through a hyperslab: an expert's Hessian without reading every expert's.
+    func readFloats(_ name: String, leading index: Int, limit: Int) throws -> (values: [Float], shape: [Int]) {
+        let shape = try shape(name)
+        guard shape.count >= 1, index >= 0, index < shape[0] else {
+            throw SmolError(.malformed, file: path, at: name, "no entry \(index) along the first dimension of a dataset of shape \(shape)")
+        }
+        let rest = Array(shape.dropFirst())
+        guard let n = Checked.product(rest), n <= limit else {
+            throw SmolError(.malformed, file: path, at: name, "dataset of shape \(shape) is larger than expected (at most \(limit) elements per entry)")
+        }
+        let ds = H5Dopen2(id, name, H5Const.defaultPL)
+        guard ds >= 0 else { throw SmolError(.malformed, file: path, at: name, "no such dataset") }
+        defer { H5Dclose(ds) }
+        let fileSpace = H5Dget_space(ds)
+        defer { H5Sclose(fileSpace) }
+        var start = [hsize_t](repeating: 0, count: shape.count)
+        start[0] = hsize_t(index)
+        var count = shape.map { hsize_t($0) }
+        count[0] = 1
+        guard H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, start, nil, count, nil) >= 0 else {
+            throw SmolError(.malformed, file: path, at: name, "cannot select entry \(index)")
+        }
+        var memDims = [hsize_t(max(n, 1))]
+        let memSpace = H5Screate_simple(1, &memDims, nil)
+        defer { H5Sclose(memSpace) }
+        var out = [Float](repeating: 0, count: n)
+        let r = out.withUnsafeMutableBytes { H5Dread(ds, HDF5Element.f32.nativeType, memSpace, fileSpace, H5Const.defaultPL, $0.baseAddress) }
+        guard r >= 0 else { throw SmolError(.malformed, file: path, at: name, "reading entry \(index) failed (not numeric?)") }
+        return (out, rest)
+    }
     func readInt64s(_ name: String, limit: Int) throws -> (values: [Int64], shape: [Int]) { try read(name, .i64, limit: limit) }
 
     func stringAttribute(_ object: String, _ name: String) throws -> String? {

@@ -8,6 +8,8 @@ import SmolTensor
 public protocol CalibrationStatisticsSource: AnyObject, Sendable {
     var path: String { get }
     var info: CalibrationInfo { get }
+    /// Names of the tensors with statistics, sorted.
+    var tensorNames: [String] { get }
     func has(_ name: String) -> Bool
     /// `meanAbs` is empty when the source does not hold it (llama.cpp imatrix).
     func statistics(_ name: String) throws -> TensorStatistics?
@@ -48,6 +50,7 @@ public final class ImatrixGGUF: CalibrationStatisticsSource, @unchecked Sendable
     }
 
     public func has(_ name: String) -> Bool { bases.contains(name) }
+    public var tensorNames: [String] { bases.sorted() }
 
     public func statistics(_ name: String) throws -> TensorStatistics? {
         guard bases.contains(name), let si = file.info(name + ".in_sum2") else { return nil }

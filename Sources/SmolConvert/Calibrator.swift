@@ -115,6 +115,22 @@ public enum Calibrator {
         return String(h, radix: 16).leftPadded(16)
     }
 
+    /// "model.layers.N.….experts.gate_up_proj" → the GGUF stack of layer N that reads that input
+    /// (ffn_gate_exps, ffn_gate_up_exps or ffn_up_exps); "….experts.down_proj" → ffn_down_exps.
+    static func ggufExpertStack(_ hf: String, in g: GGUFFile) -> String? {
+        let parts = hf.split(separator: ".")
+        guard parts.count >= 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        let candidates: [String]
+        if hf.hasSuffix("experts.gate_up_proj") {
+            candidates = ["ffn_gate_exps", "ffn_gate_up_exps", "ffn_up_exps"]
+        } else if hf.hasSuffix("experts.down_proj") {
+            candidates = ["ffn_down_exps"]
+        } else {
+            return nil
+        }
+        return candidates.map { "blk.\(layer).\($0).weight" }.first { g.info($0) != nil }
+    }
+
     public typealias Progress = (_ done: Int, _ total: Int) -> Void
 
     public static func run(model: String, corpus: Corpus, output: String, options: Options,
@@ -134,7 +150,9 @@ public enum Calibrator {
         }
         if let m = options.maxWindows { windows = Array(windows.prefix(max(0, m))) }
         guard !windows.isEmpty else { throw SmolError(.invalidArgument, "the calibration text gives no window of 2 tokens or more") }
-        let engine = Engine(model: try DenseDecoderModel.load(checkpoint: ckpt))
+        // ModelLoader: MoE checkpoints in any expert layout (per-expert, fused, GGUF stacks) too.
+        let loaded = try ModelLoader.load(checkpoint: ckpt)
+        let engine = Engine(model: loaded)
         let collector = StatisticsCollector(hessians: options.hessians)
         var tokens = 0
         for (i, w) in windows.enumerated() {
@@ -149,15 +167,26 @@ public enum Calibrator {
         var rename: (String) -> String? = { $0 }
         if let g = ckpt.gguf {
             naming = "gguf"
-            let reader = try GGUFWeightReader(file: g)
-            let mapping = reader.mapping
-            rename = { hf in mapping.ggufName(hf: hf).flatMap { g.info($0) == nil ? nil : $0 } }
+            let arch = g.metadata.string("general.architecture") ?? ""
+            // MoE architectures have their own name tables (GGUFWeightReader reads dense ones).
+            guard let mapping = GGUFArchitectureMapping.forGGUFArchitecture(arch)
+                    ?? GGUFArchitectureMapping.moeByModelType.values.first(where: { $0.ggufArchitecture == arch }) else {
+                throw SmolError(.unsupported, file: g.path, at: "metadata key 'general.architecture'", "no tensor name table for '\(arch)'")
+            }
+            rename = { hf in
+                if let name = mapping.ggufName(hf: hf).flatMap({ g.info($0) == nil ? nil : $0 }) { return name }
+                // MoE experts: the engine's stacked names → llama.cpp's stacks (gate/up share an
+                // input: the statistics go under the first stack present, found by layer).
+                return Self.ggufExpertStack(hf, in: g)
+            }
         }
         let info = CalibrationInfo(corpus: corpusName, ctx: options.ctx, windows: windows.count, tokens: tokens,
                                    model: model, modelHash: try modelHash(ckpt), naming: naming,
                                    smolconvVersion: options.smolconvVersion)
         let inputs = collector.inputs
-        try CalibrationWriter.write(inputs, info: info, to: output, naming: rename)
+        var experts: [Int: Int] = [:]
+        for (i, l) in loaded.spec.layers.enumerated() { if let m = l.moe { experts[i] = m.experts } }
+        try CalibrationWriter.write(inputs, info: info, to: output, naming: rename, expertsPerLayer: experts)
         let tensorCount = inputs.reduce(0) { $0 + $1.weights.compactMap(rename).count } 
         return Summary(output: output, windows: windows.count, tokens: tokens, tensors: tensorCount,
                        seconds: Date().timeIntervalSince(start))

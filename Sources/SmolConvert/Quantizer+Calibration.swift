@@ -22,19 +22,31 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
     private var loaders: [String: () throws -> [Float]] = [:]
     private var used: [String: Int] = [:]
     private var awqNotes: [String] = []
+    /// MoE expert stacks → their [E, …] statistics.
+    private let experts: ExpertStatisticsIndex?
+    /// Expert slices rounded to nearest because their expert saw no calibration token.
+    private(set) var expertFallbacks: [QuantizeSummary.ExpertFallback] = []
 
-    /// 2-D layer weights ("blk.N.*.weight"): the matrices calibration applies to.
+    /// Layer weights ("blk.N.*.weight"): the 2-D matrices and the 3-D MoE expert stacks
+    /// ([E, out, in]) calibration applies to.
     static func isLayerMatrix(_ t: TensorInfo) -> Bool {
-        t.shape.count == 2 && t.name.hasPrefix("blk.") && t.name.hasSuffix(".weight")
+        t.name.hasPrefix("blk.") && t.name.hasSuffix(".weight")
+            && (t.shape.count == 2 || (t.shape.count == 3 && ExpertWeightName.ggufStack(t.name) != nil))
     }
 
     init(options: QuantizeOptions, tensors: [Quantizer.SourceTensor], planned: [QuantChoice], facts: QuantModelFacts) throws {
         self.options = options
+        // MoE architectures (qwen3moe, olmoe, …) have their own name tables; Mixtral ("llama") and
+        // gemma4 share the dense ones for everything but the experts.
         mapping = GGUFArchitectureMapping.forGGUFArchitecture(facts.architecture)
+            ?? GGUFArchitectureMapping.moeByModelType.values.first { $0.ggufArchitecture == facts.architecture }
         if let path = options.calibration {
-            file = try openCalibrationStatistics(path)
+            let f = try openCalibrationStatistics(path)
+            file = f
+            experts = ExpertStatisticsIndex(f)
         } else {
             file = nil
+            experts = nil
             if options.method != .rtn {
                 throw SmolError(.invalidArgument, "--method \(options.method.rawValue) needs --calibration STATS.h5 (from smolconv calibrate)")
             }
@@ -58,8 +70,73 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
     }
 
     func handles(_ t: TensorInfo, type: GGMLType) -> Bool {
-        // Layer matrices, and the output head (or tied embedding) when the statistics hold its input.
-        options.method != .rtn && t.shape.count == 2 && statsName(t.name) != nil
+        // Layer matrices, the output head (or tied embedding) when the statistics hold its input,
+        // and MoE expert stacks with per-expert statistics.
+        guard options.method != .rtn else { return false }
+        if t.shape.count == 3 { return expertStatsName(t) != nil }
+        return t.shape.count == 2 && statsName(t.name) != nil
+    }
+
+    /// The statistics of a GGUF expert stack [E, out, in].
+    func expertStatsName(_ t: TensorInfo) -> String? {
+        guard t.shape.count == 3 else { return nil }
+        return experts?.forStack(t.name)
+    }
+
+    /// One expert's slice of a stack: its statistics, or nil when the expert saw no token (the
+    /// caller rounds it to nearest and lists it).
+    private func expertInputs(_ t: TensorInfo, stats st: TensorStatistics, statsName sn: String, expert e: Int,
+                              needsHessian: Bool) throws -> (importance: [Float], hessian: [Float]?)? {
+        let cols = t.shape[2]
+        guard st.counts[e] > 0 else { return nil }
+        let importance = Array(st.importance[(e * cols)..<((e + 1) * cols)])
+        var hessian: [Float]?
+        if needsHessian {
+            hessian = try file!.hessian(sn, expert: e)
+            guard hessian != nil else {
+                throw SmolError(.invalidArgument, file: file!.path, at: sn, "--method gptq needs a Hessian, which this file does not hold (an imatrix has importance only; calibrate without --no-hessian)")
+            }
+        }
+        return (importance, hessian)
+    }
+
+    /// The [E, …] statistics of a stack, checked against its shape [E, out, in].
+    private func expertStatistics(_ t: TensorInfo) throws -> (name: String, stats: TensorStatistics)? {
+        guard let sn = expertStatsName(t), let st = try file!.statistics(sn) else { return nil }
+        let E = t.shape[0], cols = t.shape[2]
+        guard st.experts == E, st.inFeatures == cols, st.counts.count == E else {
+            throw SmolError(.mismatch, file: file!.path, at: sn,
+                            "statistics for \(st.experts) experts of \(st.inFeatures) input columns; \(t.name) is \(t.shape) ([experts, out, in])")
+        }
+        return (sn, st)
+    }
+
+    /// Quantizes an [E, out, in] stack expert by expert: each expert's slice with its own
+    /// statistics, experts without tokens with `rtn`. Returns the slices in expert order.
+    private func quantizeExperts<R>(_ t: TensorInfo, _ values: [Float], method m: CalibrationMethod,
+                                    calibrated: (_ w: [Float], _ importance: [Float], _ hessian: [Float]?) throws -> R,
+                                    rtn: (_ w: [Float]) throws -> R) throws -> [R] {
+        let E = t.shape[0], per = t.shape[1] * t.shape[2]
+        guard m != .rtn, let (sn, st) = try expertStatistics(t) else {
+            return try (0..<E).map { e in try rtn(Array(values[(e * per)..<((e + 1) * per)])) }
+        }
+        var out: [R] = []
+        var skipped: [Int] = []
+        for e in 0..<E {
+            let w = Array(values[(e * per)..<((e + 1) * per)])
+            if let (imp, h) = try expertInputs(t, stats: st, statsName: sn, expert: e, needsHessian: m == .gptq) {
+                out.append(try calibrated(w, imp, h))
+            } else {
+                skipped.append(e)
+                out.append(try rtn(w))
+            }
+        }
+        used[m.rawValue + " (expert slices)", default: 0] += E - skipped.count
+        if !skipped.isEmpty {
+            used[CalibrationMethod.rtn.rawValue + " (expert slices without tokens)", default: 0] += skipped.count
+            expertFallbacks.append(QuantizeSummary.ExpertFallback(tensor: t.name, experts: skipped))
+        }
+        return out
     }
 
     func replacement(_ name: String) -> (() throws -> [Float])? {
@@ -111,6 +188,16 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
     }
 
     func quantize(_ t: TensorInfo, _ values: [Float], type: GGMLType) throws -> [UInt8] {
+        if t.shape.count == 3 {
+            // Rows of a stack are whole rows of one expert: the stack's bytes are the experts' in order.
+            let rows = t.shape[1], cols = t.shape[2]
+            let m = method(for: type)
+            return try quantizeExperts(t, values, method: m, calibrated: { w, imp, h in
+                try CalibratedQuantizer.quantizeGGUF(type, w, rows: rows, cols: cols, method: m, importance: imp, hessian: h, gptq: self.options.gptq)
+            }, rtn: { w in
+                try GGUFQuant.quantize(type, w, rows: rows, rowLength: cols)
+            }).flatMap { $0 }
+        }
         let (w, imp, h) = try prepared(t, values)
         let m = imp == nil ? .rtn : method(for: type)
         used[m.rawValue, default: 0] += 1
@@ -120,9 +207,18 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
 
     /// Dequantized values of the affine int-N result.
     func quantizeAffine(_ t: TensorInfo, _ values: [Float], _ target: AffineTarget) throws -> [Float] {
-        let rows = t.shape[0], cols = t.shape[1]
+        let rows = t.shape[t.shape.count - 2], cols = t.shape[t.shape.count - 1]
         guard cols % target.groupSize == 0 else {
             throw SmolError(.invalidArgument, "\(t.name): \(cols) columns are not groups of \(target.groupSize)")
+        }
+        if t.shape.count == 3 {
+            let m = options.method == .rtn ? CalibrationMethod.rtn : method(for: nil)
+            return try quantizeExperts(t, values, method: m, calibrated: { w, imp, h in
+                try MLXAffine.dequantize(try CalibratedQuantizer.quantizeAffine(target, w, rows: rows, cols: cols, method: m,
+                                                                                importance: imp, hessian: h, gptq: self.options.gptq))
+            }, rtn: { w in
+                try MLXAffine.dequantize(try MLXAffine.quantize(w, rows: rows, cols: cols, bits: target.bits, groupSize: target.groupSize))
+            }).flatMap { $0 }
         }
         let (w, imp, h) = try prepared(t, values)
         let m = imp == nil ? .rtn : method(for: nil)
@@ -202,6 +298,9 @@ final class CalibrationContext: @unchecked Sendable {   // used by the single wr
                     rowScale[producer] = rs
                 }
             }
+        }
+        if file.tensorNames.contains(where: { $0.contains("experts.") || $0.contains("_exps.") }) {
+            awqNotes.append("AWQ: MoE experts get no scales (their norm is shared by every expert); each expert is rounded with its own importance\(options.method == .awqGPTQ ? " and Hessian (GPTQ)" : "")")
         }
         awqNotes.append("AWQ: scales searched for \(searched) inputs (α grid of \(options.awqGrid)); \(improved) use α > 0, folded into norms, ffn_up rows (ffn_down) and attn_v rows (attn_output)")
     }

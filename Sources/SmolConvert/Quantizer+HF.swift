@@ -1,5 +1,6 @@
 import Foundation
 import SmolFormats
+import SmolCalibration
 import SmolModels
 import SmolQuant
 import SmolTensor
@@ -254,6 +255,14 @@ extension Quantizer {
         }
         let tied = config["tie_word_embeddings"]?.boolValue ?? false
         let cache = LastQuantized<MLXAffine.Quantized>()
+        let calibration = try options.calibration.map {
+            try AffineCalibration(path: $0, method: options.method, gptq: options.gptq,
+                                  modelType: config["model_type"]?.stringValue ?? "")
+        }
+        if calibration == nil && options.method != .rtn {
+            throw SmolError(.invalidArgument, "--method \(options.method.rawValue) needs --calibration STATS.h5 (from smolconv calibrate)")
+        }
+        let target = AffineTarget(bits: bits, groupSize: groupSize)
         var tensors: [SafetensorsTensor] = []
         var rows: [QuantizeSummary.Row] = []
         var notes: [String] = []
@@ -282,7 +291,11 @@ extension Quantizer {
             let dtype = t.type.denseDType!
             let quantized = { () throws -> MLXAffine.Quantized in
                 try cache.get(name) {
-                    try MLXAffine.quantize(try loadFloat(src, name), rows: r, cols: c, bits: bits, groupSize: groupSize)
+                    let w = try loadFloat(src, name)
+                    if let calibration {
+                        return try calibration.quantize(name, w, rows: r, cols: c, target: target, dtype: dtype)
+                    }
+                    return try MLXAffine.quantize(w, rows: r, cols: c, bits: bits, groupSize: groupSize)
                 }
             }
             // mx.quantize on F16/BF16 weights gives the Float32 result with scales and biases
@@ -330,7 +343,10 @@ extension Quantizer {
                      (SafetensorsCheckpoint.indexFileName, Array(index.serialized(indent: 4, sortKeys: false).utf8))]
             + sideFiles(ckpt).filter { $0.name == "generation_config.json" || $0.name.hasPrefix("tokenizer") || $0.name == "special_tokens_map.json" || $0.name.hasSuffix(".jinja") }
         let size = try writeFolder(tensors, metadata: [("format", "mlx")], files: files, to: output, protecting: [input])
-        return QuantizeSummary(input: input, output: output, format: .mlx, mix: "affine \(bits)-bit, groups of \(groupSize)", rows: rows,
-                               fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes)
+        if let calibration { notes += calibration.summaryNotes() }
+        return QuantizeSummary(input: input, output: output, format: .mlx,
+                               mix: "affine \(bits)-bit, groups of \(groupSize)" + (calibration == nil ? "" : " (\(options.method.rawValue))"), rows: rows,
+                               fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes,
+                               expertFallbacks: calibration?.expertFallbacks ?? [])
     }
 }

@@ -26,7 +26,7 @@ public struct QuantizeOptions: Sendable {
     /// NF4: bitsandbytes' double quantization (`bnb_4bit_use_double_quant`) of the block absmax.
     public var doubleQuant = false
     public var overrides = QuantOverrides()
-    /// A statistics file from `smolconv calibrate` (GGUF output); required by every method but rtn.
+    /// A statistics file from `smolconv calibrate` (GGUF and MLX output); required by every method but rtn.
     public var calibration: String?
     public var method: CalibrationMethod = .rtn
     public var gptq = GPTQOptions()
@@ -76,6 +76,17 @@ public struct QuantizeSummary: Sendable {
     public var fileBytes: Int
     public var seconds: Double
     public var notes: [String]
+
+    /// MoE experts that received no calibration token: their slice of `tensor` was rounded to
+    /// nearest (the type's own quantizer without statistics) instead of the calibrated method.
+    public struct ExpertFallback: Sendable, Equatable {
+        public var tensor: String
+        /// Expert indices, ascending.
+        public var experts: [Int]
+        public init(tensor: String, experts: [Int]) { self.tensor = tensor; self.experts = experts }
+    }
+    /// Empty without calibration or when every expert saw tokens.
+    public var expertFallbacks: [ExpertFallback] = []
 
     /// Bits per weight over the tensors that were quantized.
     public var bitsPerWeightQuantized: Double {
@@ -240,6 +251,7 @@ public enum Quantizer {
         let mixName = mix.rawValue + (options.affine.map { " + layer matrices INT\($0.bits) g\($0.groupSize) (as F32)" } ?? "")
             + (options.method == .rtn ? "" : " (\(options.method.rawValue))")
         return QuantizeSummary(input: input, output: output, format: .gguf, mix: mixName, rows: rows,
-                               fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes)
+                               fileBytes: size, seconds: Date().timeIntervalSince(start), notes: notes,
+                               expertFallbacks: calib.expertFallbacks)
     }
 }

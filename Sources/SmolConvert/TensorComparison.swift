@@ -1,6 +1,7 @@
 import Foundation
 import SmolFormats
 import SmolModels
+import SmolQuant
 import SmolTensor
 
 /// Signal-to-quantization-noise ratio of one tensor of a converted checkpoint against the same
@@ -57,8 +58,8 @@ public enum TensorComparison {
         var out: [TensorSQNR] = []
         for (i, p) in pairs.matched.enumerated() {
             progress?(i, pairs.matched.count, p.original.name)
-            let a = try values(original, p.original, toGGUF: p.originalToGGUF)
-            let b = try values(converted, p.converted, toGGUF: p.convertedToGGUF)
+            let a = try values(original, p.original, toGGUF: p.originalToGGUF, affine: p.originalAffine)
+            let b = try values(converted, p.converted, toGGUF: p.convertedToGGUF, affine: p.convertedAffine)
             var s: Double = 0, n: Double = 0
             a.withUnsafeBufferPointer { ap in
                 b.withUnsafeBufferPointer { bp in
@@ -82,10 +83,49 @@ public enum TensorComparison {
         /// HF → GGUF value transform for an HF-side tensor compared with a GGUF one.
         var originalToGGUF: ((inout [Float], DType) throws -> Void)?
         var convertedToGGUF: ((inout [Float], DType) throws -> Void)?
+        /// MLX-affine quantized weights (U32 words + scales + biases), dequantized to compare.
+        var originalAffine: MLXAffineWeight? = nil
+        var convertedAffine: MLXAffineWeight? = nil
+    }
+
+    /// An MLX-quantized module weight of a Hugging Face folder (config.json "quantization": bits,
+    /// group_size; `M.weight` U32 [rows, cols·bits/32] beside `M.scales` and `M.biases`).
+    struct MLXAffineWeight {
+        var bits: Int
+        var groupSize: Int
+        /// [rows, cols]: the shape of the weight it stands for.
+        var shape: [Int]
+    }
+
+    static func mlxAffine(_ ckpt: Checkpoint, _ info: TensorInfo) -> MLXAffineWeight? {
+        guard info.type == .dense(.u32), info.shape.count == 2, info.name.hasSuffix(".weight"),
+              let q = ckpt.config?["quantization"], let bits = q["bits"]?.intValue, let gs = q["group_size"]?.intValue,
+              MLXAffine.supportedBits.contains(bits) else { return nil }
+        let module = String(info.name.dropLast(".weight".count))
+        guard ckpt.source.info(module + ".scales") != nil, ckpt.source.info(module + ".biases") != nil else { return nil }
+        return MLXAffineWeight(bits: bits, groupSize: gs, shape: [info.shape[0], info.shape[1] * 32 / bits])
     }
 
     static func values(_ ckpt: Checkpoint, _ info: TensorInfo,
-                       toGGUF: ((inout [Float], DType) throws -> Void)?) throws -> [Float] {
+                       toGGUF: ((inout [Float], DType) throws -> Void)?, affine: MLXAffineWeight? = nil) throws -> [Float] {
+        if let a = affine {
+            let module = String(info.name.dropLast(".weight".count))
+            let raw = try ckpt.source.tensorBytes(info.name)
+            defer { ckpt.source.release(info.name) }
+            let words: [UInt32] = raw.withUnsafeBytes { r in
+                (0..<(r.count / 4)).map { UInt32(littleEndian: r.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+            }
+            let q = MLXAffine.Quantized(rows: a.shape[0], cols: a.shape[1], bits: a.bits, groupSize: a.groupSize, weight: words,
+                                        scales: try loadFloat(ckpt.source, module + ".scales"),
+                                        biases: try loadFloat(ckpt.source, module + ".biases"))
+            var v: [Float]
+            do { v = try MLXAffine.dequantize(q) } catch let e as SmolError {
+                throw SmolError(e.kind, file: ckpt.path, at: "tensor '\(info.name)'", e.message)
+            }
+            // The dequantized values are Float32 (Q/K permutation applies to them as to floats).
+            try toGGUF?(&v, .f32)
+            return v
+        }
         var v = try loadFloat(ckpt.source, info.name)
         if let toGGUF, case .dense(let dt) = info.type { try toGGUF(&v, dt) }
         return v
@@ -128,12 +168,19 @@ public enum TensorComparison {
         var matched: [Pair] = [], onlyOriginal: [String] = [], used = Set<String>()
         for t in o.source.tensorInfos {
             guard let cn = nameMap(t.name), let ct = byName[cn] else { onlyOriginal.append(t.name); continue }
-            guard ct.shape == t.shape else {
-                throw SmolError(.mismatch, file: c.path, at: "tensor '\(cn)'", "shape \(ct.shape), the original's '\(t.name)' is \(t.shape)")
+            let oa = mlxAffine(o, t), ca = mlxAffine(c, ct)
+            let oShape = oa?.shape ?? t.shape, cShape = ca?.shape ?? ct.shape
+            guard cShape == oShape else {
+                throw SmolError(.mismatch, file: c.path, at: "tensor '\(cn)'", "shape \(cShape), the original's '\(t.name)' is \(oShape)")
             }
             used.insert(cn)
+            if ca != nil {
+                let module = String(cn.dropLast(".weight".count))
+                used.formUnion([module + ".scales", module + ".biases"])
+            }
             matched.append(Pair(original: t, converted: ct,
-                                originalToGGUF: oTransform(t.name, t.shape), convertedToGGUF: cTransform(cn, ct.shape)))
+                                originalToGGUF: oTransform(t.name, oShape), convertedToGGUF: cTransform(cn, cShape),
+                                originalAffine: oa, convertedAffine: ca))
         }
         let onlyConverted = c.source.tensorInfos.map(\.name).filter { !used.contains($0) }
         return (matched, onlyOriginal, onlyConverted)

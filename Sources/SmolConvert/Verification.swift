@@ -89,9 +89,9 @@ public enum Verifier {
                            options: EngineOptions = EngineOptions(), progress: Progress? = nil) throws -> VerifyReport {
         let oc = try Checkpoint.open(original), cc = try Checkpoint.open(converted)
         progress?(.loading(original))
-        let a = Engine(model: try ModelLoader.load(checkpoint: oc), options: options)
+        let a = try Engine.load(checkpoint: oc, options: options)
         progress?(.loading(converted))
-        let b = Engine(model: try ModelLoader.load(checkpoint: cc), options: options)
+        let b = try Engine.load(checkpoint: cc, options: options)
         let d = try Divergence.run(original: a, converted: b, tokens: tokens, protocol: p) { i, n, _ in
             progress?(.chunk(i, n))
         }

@@ -43,10 +43,15 @@ public struct EngineOptions: Sendable, Equatable {
     public var attentionSoftcapping: Bool
     /// MoE layers: the grouped expert kernel, or its per-token reference twin (tests, benchmarks).
     public var expertKernel: ExpertKernel
+    /// Calls of at most `QuantizedLinear.matvecMaxTokens` tokens (decode) read block-quantized
+    /// GGUF linears in their stored encoding (StoredLinears.swift): exact, activations stay
+    /// Float32; false computes every matmul on the Float32 copy (the twin, for tests and benchmarks).
+    public var storedWeights: Bool
 
-    public init(attentionSoftcapping: Bool = true, expertKernel: ExpertKernel = .grouped) {
+    public init(attentionSoftcapping: Bool = true, expertKernel: ExpertKernel = .grouped, storedWeights: Bool = true) {
         self.attentionSoftcapping = attentionSoftcapping
         self.expertKernel = expertKernel
+        self.storedWeights = storedWeights
     }
 
     /// What transformers 5 computes with its default attention implementation (SDPA).
@@ -58,11 +63,23 @@ public struct EngineOptions: Sendable, Equatable {
 public final class Engine: Sendable {
     public let model: DenseDecoderModel
     public let options: EngineOptions
+    /// Block-encoded linears for few-token calls (GGUF checkpoints), when `options.storedWeights`.
+    let stored: StoredLinears?
 
     public init(model: DenseDecoderModel, options: EngineOptions = EngineOptions()) {
         self.model = model
         self.options = options
+        stored = nil
     }
+
+    init(model: DenseDecoderModel, options: EngineOptions, stored: StoredLinears?) {
+        self.model = model
+        self.options = options
+        self.stored = options.storedWeights ? stored : nil
+    }
+
+    /// Whether few-token calls read linears in their stored block encoding.
+    public var usesStoredWeights: Bool { stored != nil }
 
     public var vocabSize: Int { model.spec.vocabSize }
 
@@ -72,7 +89,14 @@ public final class Engine: Sendable {
     /// loads its weights in Float32 (GGUF block types dequantized exactly; MoE experts in any
     /// layout, see `ModelLoader.load(checkpoint:)`).
     public static func load(_ path: String, options: EngineOptions = EngineOptions()) throws -> Engine {
-        Engine(model: try ModelLoader.load(checkpoint: try Checkpoint.open(path)), options: options)
+        try load(checkpoint: try Checkpoint.open(path), options: options)
+    }
+
+    /// `load(_:)` for an opened checkpoint.
+    public static func load(checkpoint ckpt: Checkpoint, options: EngineOptions = EngineOptions()) throws -> Engine {
+        let model = try ModelLoader.load(checkpoint: ckpt)
+        let stored = options.storedWeights ? try StoredLinears.from(ckpt, spec: model.spec) : nil
+        return Engine(model: model, options: options, stored: stored)
     }
 
     /// Runs `tokens` (positions cache.length …) through the model, appending to `cache` when given.
@@ -82,6 +106,19 @@ public final class Engine: Sendable {
     /// `observer`: sees the input of every linear (calibration); nil changes nothing.
     public func forward(_ tokens: [Int], cache: KVCache? = nil, captureHiddenStates: Bool = false,
                         logitsFrom: Int = 0, observer: ActivationObserver? = nil) throws -> ForwardOutput {
+        let (h, captured) = try decoder(tokens, cache: cache, captureHiddenStates: captureHiddenStates,
+                                        logitsFrom: logitsFrom, observer: observer)       // [R, D]
+        let R = tokens.count - logitsFrom
+        var logits = linear(h, rows: R, inDim: model.spec.hiddenSize, weight: model.weights.lmHead, stored: stored?.lmHead,
+                            outDim: model.spec.vocabSize)                                 // [R, V]
+        if let cap = model.spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
+        return ForwardOutput(logits: logits, hiddenStates: captureHiddenStates ? captured : nil)
+    }
+
+    /// Everything of `forward` but the output layer: the final-normed hidden states of rows
+    /// logitsFrom..<T, [T − logitsFrom, D], and the captured hidden states when asked for.
+    func decoder(_ tokens: [Int], cache: KVCache?, captureHiddenStates: Bool, logitsFrom: Int,
+                 observer: ActivationObserver?) throws -> (hidden: [Float], captured: [[Float]]) {
         let spec = model.spec, w = model.weights
         let T = tokens.count, D = spec.hiddenSize, V = spec.vocabSize
         guard T > 0 else { throw SmolError(.invalidArgument, "forward needs at least one token") }
@@ -95,9 +132,17 @@ public final class Engine: Sendable {
         var h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale) // [T, D]
         let perLayerInputs = try perLayerInputs(tokens: tokens, embeddings: h)  // [T, L, P]
         var captured: [[Float]] = captureHiddenStates ? [h] : []
+        var ropeTables: [[Float]: Kernels.RopeTable] = [:]   // by inverse frequencies: one per distinct RoPE
+        func ropeTable(_ rope: RopeSpec) -> Kernels.RopeTable {
+            if let t = ropeTables[rope.invFreq] { return t }
+            let t = Kernels.RopeTable(invFreq: rope.invFreq, positions: positions)
+            ropeTables[rope.invFreq] = t
+            return t
+        }
 
         for (i, layer) in spec.layers.enumerated() {
             let lw = w.layers[i]
+            let sw = stored?.layers[i]
             let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
             let names = observer == nil ? nil : LinearNames(spec, layer: i)
 
@@ -105,14 +150,14 @@ public final class Engine: Sendable {
             var x = h
             Kernels.rmsNorm(&x, rows: T, dim: D, weight: lw.attnNorm, eps: spec.normEps, weighting: spec.normWeighting)
             if let names { observer?.observe(x, rows: T, inDim: D, names.attention, layer: i) }
-            var q = Kernels.matmul(x, rows: T, inDim: D, weight: lw.q, outDim: H * Dh)   // [T, H, Dh]
+            var q = linear(x, rows: T, inDim: D, weight: lw.q, stored: sw?.q, outDim: H * Dh)   // [T, H, Dh]
             if let b = lw.qBias { addRowBias(&q, b) }
             if let qn = lw.qNorm {
                 let across = layer.qkNormAcrossHeads   // OLMoE: one norm over all heads
                 Kernels.rmsNorm(&q, rows: across ? T : T * H, dim: across ? H * Dh : Dh, weight: qn, eps: spec.normEps, weighting: spec.normWeighting)
             }
             if let rope = layer.rope {
-                Kernels.rope(&q, tokens: T, heads: H, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+                Kernels.rope(&q, tokens: T, heads: H, headDim: Dh, rotaryDim: rope.rotaryDim, table: ropeTable(rope))
                 scaleRotated(&q, heads: H, headDim: Dh, rope)
             }
             let kvLayer: Int
@@ -120,17 +165,17 @@ public final class Engine: Sendable {
                 kvLayer = source
             } else {
                 kvLayer = i
-                var k = Kernels.matmul(x, rows: T, inDim: D, weight: lw.k!, outDim: Hkv * Dh)  // [T, Hkv, Dh]
+                var k = linear(x, rows: T, inDim: D, weight: lw.k!, stored: sw?.k, outDim: Hkv * Dh)  // [T, Hkv, Dh]
                 if let b = lw.kBias { addRowBias(&k, b) }
                 // Keys-as-values: v is the raw key projection, taken before k's norm and RoPE.
-                var v = layer.valueIsKey ? k : Kernels.matmul(x, rows: T, inDim: D, weight: lw.v!, outDim: Hkv * Dh)
+                var v = layer.valueIsKey ? k : linear(x, rows: T, inDim: D, weight: lw.v!, stored: sw?.v, outDim: Hkv * Dh)
                 if !layer.valueIsKey, let b = lw.vBias { addRowBias(&v, b) }
                 if let kn = lw.kNorm {
                     let across = layer.qkNormAcrossHeads
                     Kernels.rmsNorm(&k, rows: across ? T : T * Hkv, dim: across ? Hkv * Dh : Dh, weight: kn, eps: spec.normEps, weighting: spec.normWeighting)
                 }
                 if let rope = layer.rope {
-                    Kernels.rope(&k, tokens: T, heads: Hkv, headDim: Dh, rotaryDim: rope.rotaryDim, invFreq: rope.invFreq, positions: positions)
+                    Kernels.rope(&k, tokens: T, heads: Hkv, headDim: Dh, rotaryDim: rope.rotaryDim, table: ropeTable(rope))
                     scaleRotated(&k, heads: Hkv, headDim: Dh, rope)
                 }
                 if layer.vNorm {
@@ -147,7 +192,7 @@ public final class Engine: Sendable {
                                          heads: H, kvHeads: Hkv, headDim: Dh, queryStart: start,
                                          options: attnOptions)                     // [T, H, Dh]
             if let names { observer?.observe(attn, rows: T, inDim: H * Dh, names.output, layer: i) }
-            var o = Kernels.matmul(attn, rows: T, inDim: H * Dh, weight: lw.o, outDim: D) // [T, D]
+            var o = linear(attn, rows: T, inDim: H * Dh, weight: lw.o, stored: sw?.o, outDim: D) // [T, D]
             if let b = lw.oBias { addRowBias(&o, b) }
             if let n = lw.attnOutNorm {
                 Kernels.rmsNorm(&o, rows: T, dim: D, weight: n, eps: spec.normEps, weighting: spec.normWeighting)
@@ -161,11 +206,11 @@ public final class Engine: Sendable {
             var m: [Float] = []
             if F > 0 {
                 if let names { observer?.observe(x, rows: T, inDim: D, names.gateUp, layer: i) }
-                var g = Kernels.matmul(x, rows: T, inDim: D, weight: lw.gate, outDim: F)    // [T, F]
-                let u = Kernels.matmul(x, rows: T, inDim: D, weight: lw.up, outDim: F)
+                var g = linear(x, rows: T, inDim: D, weight: lw.gate, stored: sw?.gate, outDim: F)    // [T, F]
+                let u = linear(x, rows: T, inDim: D, weight: lw.up, stored: sw?.up, outDim: F)
                 Kernels.gatedActivation(gate: &g, up: u, spec.activation)
                 if let names { observer?.observe(g, rows: T, inDim: F, names.down, layer: i) }
-                m = Kernels.matmul(g, rows: T, inDim: F, weight: lw.down, outDim: D)        // [T, D]
+                m = linear(g, rows: T, inDim: F, weight: lw.down, stored: sw?.down, outDim: D)        // [T, D]
             }
             if let moe = layer.moe, let mw = lw.moe {
                 m = try moeBlock(moe, mw, residual: h, normed: x, dense: F > 0 ? m : nil, tokens: T,
@@ -196,11 +241,8 @@ public final class Engine: Sendable {
         Kernels.rmsNorm(&h, rows: T, dim: D, weight: w.finalNorm, eps: spec.normEps, weighting: spec.normWeighting)
         if captureHiddenStates { captured.append(h) }
         if let observer { observer.observe(h, rows: T, inDim: D, [LinearNames.outputHead(spec)], layer: spec.layers.count) }
-        let R = T - logitsFrom
         if logitsFrom > 0 { h = Array(h[(logitsFrom * D)...]) }                          // [R, D]
-        var logits = Kernels.matmul(h, rows: R, inDim: D, weight: w.lmHead, outDim: V)   // [R, V]
-        if let cap = spec.finalLogitSoftcap { Kernels.softcap(&logits, cap: cap) }
-        return ForwardOutput(logits: logits, hiddenStates: captureHiddenStates ? captured : nil)
+        return (h, captured)
     }
 
     /// Gemma 4 PLE inputs [T, L, P]: (RMSNorm(embeddings · Wᵀ / √D) + E_ple[token] · √P) / √2.

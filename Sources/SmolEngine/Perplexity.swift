@@ -157,15 +157,36 @@ public enum Perplexity {
     /// one) under llama.cpp's protocol.
     public static func run(_ engine: Engine, tokens: [Int], protocol p: PerplexityProtocol,
                            progress: Progress? = nil) throws -> PerplexityResult {
-        try run(vocabSize: engine.vocabSize, tokens: tokens, protocol: p, progress: progress) { chunk, from in
-            try engine.forward(chunk, logitsFrom: from).logits
+        try run(vocabSize: engine.vocabSize, tokens: tokens, protocol: p, progress: progress) { chunk, from, targets in
+            try engine.negativeLogLikelihoods(chunk, from: from, targets: targets)
         }
     }
 
     /// The same protocol over any forward: `logits(chunk, from)` returns the logits [chunk.count −
-    /// from, V] of rows from ..< chunk.count (e.g. a model with a LoRA adapter applied).
+    /// from, V] of rows from ..< chunk.count (e.g. a model with a LoRA adapter applied); the chunk
+    /// handed over stops before its last token, whose logits nothing scores.
     public static func run(vocabSize V: Int, tokens: [Int], protocol p: PerplexityProtocol, progress: Progress? = nil,
                            logits forward: (_ chunk: [Int], _ from: Int) throws -> [Float]) throws -> PerplexityResult {
+        try run(vocabSize: V, tokens: tokens, protocol: p, progress: progress) { chunk, from, targets in
+            let logits = try forward(chunk, from)  // [R, V]
+            guard logits.count == targets.count * V else {
+                throw SmolError(.invalidArgument, "the forward returned \(logits.count) logits for \(targets.count) rows of \(V)")
+            }
+            var nll = [Double](repeating: 0, count: targets.count)
+            logits.withUnsafeBufferPointer { lp in
+                nll.withUnsafeMutableBufferPointer { np in
+                    let l = lp.baseAddress!, out = np.baseAddress!
+                    concurrentRows(targets.count) { r in out[r] = LogSoftmax.nll(l + r * V, V, target: targets[r]) }
+                }
+            }
+            return nll
+        }
+    }
+
+    /// The protocol over a scorer: `nll(chunk, from, targets)` returns −log p(targets[r]) for rows
+    /// from ..< chunk.count (the row at chunk.count − 1 has no target and is not asked for).
+    public static func run(vocabSize V: Int, tokens: [Int], protocol p: PerplexityProtocol, progress: Progress? = nil,
+                           scores: (_ chunk: [Int], _ from: Int, _ targets: [Int]) throws -> [Double]) throws -> PerplexityResult {
         let chunks = try p.chunkCount(tokenCount: tokens.count)
         if let bad = tokens.first(where: { $0 < 0 || $0 >= V }) {
             throw SmolError(.invalidArgument, "token id \(bad) outside the vocabulary (0..<\(V))")
@@ -174,17 +195,11 @@ public enum Perplexity {
         var stats = NLLStatistics()
         var perChunk: [Double] = []
         for i in 0..<chunks {
-            let logits = try forward(p.chunk(i, of: tokens), p.firstScored)  // [R+1, V]
-            guard logits.count == (p.context - p.firstScored) * V else {
-                throw SmolError(.invalidArgument, "the forward returned \(logits.count) logits for \(p.context - p.firstScored) rows of \(V)")
-            }
             let targets = p.targets(i, of: tokens)
-            var nll = [Double](repeating: 0, count: targets.count)
-            logits.withUnsafeBufferPointer { lp in
-                nll.withUnsafeMutableBufferPointer { np in
-                    let l = lp.baseAddress!, out = np.baseAddress!
-                    concurrentRows(targets.count) { r in out[r] = LogSoftmax.nll(l + r * V, V, target: targets[r]) }
-                }
+            let chunk = p.chunk(i, of: tokens)
+            let nll = try scores(Array(chunk[..<(p.context - 1)]), p.firstScored, targets)
+            guard nll.count == targets.count else {
+                throw SmolError(.invalidArgument, "the scorer returned \(nll.count) values for \(targets.count) targets")
             }
             var chunkStats = NLLStatistics()
             for v in nll { stats.add(v); chunkStats.add(v) }

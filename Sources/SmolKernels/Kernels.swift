@@ -141,6 +141,56 @@ public enum Kernels {
         }
     }
 
+    /// cos/sin of every (position, frequency) pair, [T, rotaryDim/2] each: computed once per
+    /// forward and shared by the layers with the same RoPE (q and k of 18 layers of Gemma 3 use two
+    /// tables), instead of once per `rope` call. Same values as `rope` computes (`RopeTables.cosSin`).
+    public struct RopeTable: Sendable {
+        public let cos: [Float], sin: [Float]
+        public let half: Int
+
+        public init(invFreq: [Float], positions: [Int]) {
+            let half = invFreq.count, T = positions.count
+            var c = [Float](repeating: 0, count: T * half), s = c
+            c.withUnsafeMutableBufferPointer { cp in
+                s.withUnsafeMutableBufferPointer { sp in
+                    let cb = cp.baseAddress!, sb = sp.baseAddress!
+                    parallelFor(T, grain: max(1, 2048 / max(half, 1))) { t in
+                        for i in 0..<half {
+                            (cb[t * half + i], sb[t * half + i]) = RopeTables.cosSin(position: positions[t], invFreq: invFreq[i])
+                        }
+                    }
+                }
+            }
+            cos = c; sin = s; self.half = half
+        }
+    }
+
+    /// `rope` with precomputed cos/sin (bit-identical results).
+    public static func rope(_ x: inout [Float], tokens: Int, heads: Int, headDim: Int, rotaryDim: Int, table: RopeTable) {
+        let half = rotaryDim / 2
+        precondition(x.count == tokens * heads * headDim && rotaryDim <= headDim && rotaryDim % 2 == 0
+                     && table.half == half && table.cos.count == tokens * half, "rope shape mismatch")
+        if half == 0 { return }
+        x.withUnsafeMutableBufferPointer { xp in
+            table.cos.withUnsafeBufferPointer { cp in
+                table.sin.withUnsafeBufferPointer { sp in
+                    let base = xp.baseAddress!, cb = cp.baseAddress!, sb = sp.baseAddress!
+                    parallelFor(tokens, grain: max(1, 8192 / max(heads * headDim, 1))) { t in
+                        let cs = cb + t * half, sn = sb + t * half
+                        for h in 0..<heads {
+                            let v = base + (t * heads + h) * headDim
+                            for i in 0..<half {
+                                let a = v[i], b = v[i + half]
+                                v[i] = a * cs[i] - b * sn[i]
+                                v[i + half] = b * cs[i] + a * sn[i]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// In-place softmax of each row (max-subtracted). x: [rows, n].
     public static func softmax(_ x: inout [Float], rows: Int, n: Int) {
         precondition(x.count == rows * n, "softmax shape mismatch")
@@ -343,6 +393,21 @@ public enum Kernels {
     }
 
     /// In-place logit soft-capping: x ← cap · tanh(x / cap).
+    /// y = x · Wᵀ into caller memory through sgemm. x: [rows, inDim], w: [outDim, inDim],
+    /// y: [rows, outDim] (overwritten). For tiles of a large output (the perplexity output layer).
+    public static func matmul(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, weight w: UnsafePointer<Float>,
+                              outDim: Int, into y: UnsafeMutablePointer<Float>) {
+        if rows == 0 || outDim == 0 { return }
+        if inDim == 0 { y.update(repeating: 0, count: rows * outDim); return }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
+                    1, x, Int32(inDim), w, Int32(inDim), 0, y, Int32(outDim))
+    }
+
+    /// `softcap` over `n` values in place (cap · tanh(x / cap), the same arithmetic).
+    public static func softcap(_ x: UnsafeMutablePointer<Float>, count n: Int, cap: Float) {
+        parallelFor(n, grain: 16384) { i in x[i] = Foundation.tanh(x[i] / cap) * cap }
+    }
+
     public static func softcap(_ x: inout [Float], cap: Float) {
         x.withUnsafeMutableBufferPointer { xp in
             let base = xp.baseAddress!

@@ -151,3 +151,35 @@ extension ReferenceKernels {
         matmul(x, rows: tokens, inDim: weight.cols, weight: weight.dequantizedReference(), outDim: weight.rows)
     }
 }
+
+extension QuantKernels {
+    /// Q5_0 rows re-encoded as Q8_0, losslessly: a Q5_0 block (22 bytes: f16 d, u32 high bits,
+    /// 16 bytes of nibbles) holds d · (q − 16) with q in 0…31; the Q8_0 block (34 bytes: f16 d,
+    /// 32 int8) with the same d and q − 16 holds the same values bit for bit. Decode reads 1.55×
+    /// the bytes but runs the Q8_0 dot, which unpacks with a third of the instructions (measured on
+    /// this 2-core Zen 4, one core: Q5_0 dot 6.2 G elements/s, Q8_0 12.8 in cache and 8 streamed
+    /// from memory), so the Q5_0 layers of the real model decode faster this way.
+    public static func q5_0AsQ8_0(_ q5: UnsafeRawBufferPointer) -> [UInt8] {
+        precondition(q5.count % 22 == 0, "Q5_0 data is whole blocks of 22 bytes")
+        let blocks = q5.count / 22
+        return [UInt8](unsafeUninitializedCapacity: blocks * 34) { out, count in
+            for b in 0..<blocks {
+                let src = q5.baseAddress! + 22 * b, dst = out.baseAddress! + 34 * b
+                dst[0] = src.load(fromByteOffset: 0, as: UInt8.self)
+                dst[1] = src.load(fromByteOffset: 1, as: UInt8.self)
+                let qh = UInt32(src.load(fromByteOffset: 2, as: UInt8.self))
+                    | UInt32(src.load(fromByteOffset: 3, as: UInt8.self)) << 8
+                    | UInt32(src.load(fromByteOffset: 4, as: UInt8.self)) << 16
+                    | UInt32(src.load(fromByteOffset: 5, as: UInt8.self)) << 24
+                for j in 0..<16 {
+                    let byte = src.load(fromByteOffset: 6 + j, as: UInt8.self)
+                    let lo = Int(byte & 15) | Int((qh >> UInt32(j)) & 1) << 4
+                    let hi = Int(byte >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+                    dst[2 + j] = UInt8(bitPattern: Int8(lo - 16))
+                    dst[18 + j] = UInt8(bitPattern: Int8(hi - 16))
+                }
+            }
+            count = blocks * 34
+        }
+    }
+}

@@ -16,16 +16,27 @@ import SmolTensor
 /// - Q6_K  ql[128] | qh[64] | i8 sc[16] | f16 d: half h, l < 32, element 128h + l + 32j (j < 4):
 ///         low 4 bits in ql[64h + l + 32(j&1)] (high nibble when j ≥ 2), 2 high bits at qh[32h+l]
 ///         bits 2j; scale sc[8h + l/16 + 2j]; v = (d·sc)·(c − 32)
+/// - Q2_K  scales[16] | qs[64] | f16 d | f16 dmin: half h, l < 32, element 128h + 32j + l (j < 4):
+///         code = bits 2j of qs[32h + l]; sub-block byte sc = scales[8h + 2j + l/16] (low nibble
+///         scale, high nibble min); v = (d·(sc & 15))·c − dmin·(sc >> 4)
+/// - Q3_K  hmask[32] | qs[64] | scales[12] | f16 d: element 128h + 32j + l: low 2 bits = bits 2j of
+///         qs[32h + l], high bit = bit 4h + j of hmask[l]; code = low | high << 2;
+///         v = (d·s)·(c − 4), s the signed 6-bit scale of sub-block 8h + 2j + l/16
+/// - Q5_K  f16 d, f16 dmin | scales[12] | qh[32] | qs[128]: 64-chunk k, l < 32: element 64k + l =
+///         low nibble of qs[32k+l] | bit 2k of qh[l] << 4, element 64k+32+l = high nibble | bit 2k+1
+///         of qh[l] << 4; scales and mins as Q4_K
 public enum BlockGrid {
-    public static let supportedTypes: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K]
+    public static let supportedTypes: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     public static func supports(_ type: GGMLType) -> Bool { supportedTypes.contains(type) }
 
     /// The largest code of `type` (codes are 0…maxCode).
     public static func maxCode(_ type: GGMLType) -> Int32 {
         switch type {
+        case .q2_K: return 3
+        case .q3_K: return 7
         case .q4_0, .q4_1, .q4_K: return 15
-        case .q5_0, .q5_1: return 31
+        case .q5_0, .q5_1, .q5_K: return 31
         case .q6_K: return 63
         default: return 255
         }
@@ -72,6 +83,47 @@ public enum BlockGrid {
                     codes[64 * c + 32 + l] = Int32(q >> 4); scale[64 * c + 32 + l] = d2; offset[64 * c + 32 + l] = -dm2
                 }
             }
+        case .q2_K:
+            let d = loadHalf(b, 80), dmin = loadHalf(b, 82)
+            for h in 0..<2 {
+                for j in 0..<4 {
+                    for l in 0..<32 {
+                        let e = 128 * h + 32 * j + l
+                        let sc = u8[8 * h + 2 * j + l / 16]
+                        codes[e] = Int32((u8[16 + 32 * h + l] >> UInt8(2 * j)) & 3)
+                        scale[e] = d * Float(sc & 0xF); offset[e] = -(dmin * Float(sc >> 4))
+                    }
+                }
+            }
+        case .q3_K:
+            let d = loadHalf(b, 108)
+            let scales = UnsafePointer(u8 + 96)
+            for h in 0..<2 {
+                for j in 0..<4 {
+                    for l in 0..<32 {
+                        let e = 128 * h + 32 * j + l
+                        let low = (u8[32 + 32 * h + l] >> UInt8(2 * j)) & 3
+                        let high = (u8[l] >> UInt8(4 * h + j)) & 1
+                        codes[e] = Int32(low | high << 2)
+                        let s = d * Float(scaleQ3K(8 * h + 2 * j + l / 16, scales))
+                        scale[e] = s; offset[e] = -4 * s
+                    }
+                }
+            }
+        case .q5_K:
+            let d = loadHalf(b, 0), dmin = loadHalf(b, 2)
+            let scales = UnsafePointer(u8 + 4)
+            for c in 0..<4 {
+                let (s1, m1) = scaleMinK4(2 * c, scales), (s2, m2) = scaleMinK4(2 * c + 1, scales)
+                let d1 = d * Float(s1), dm1 = dmin * Float(m1), d2 = d * Float(s2), dm2 = dmin * Float(m2)
+                for l in 0..<32 {
+                    let q = u8[48 + 32 * c + l], qh = u8[16 + l]
+                    codes[64 * c + l] = Int32(q & 0xF) | Int32((qh >> UInt8(2 * c)) & 1) << 4
+                    scale[64 * c + l] = d1; offset[64 * c + l] = -dm1
+                    codes[64 * c + 32 + l] = Int32(q >> 4) | Int32((qh >> UInt8(2 * c + 1)) & 1) << 4
+                    scale[64 * c + 32 + l] = d2; offset[64 * c + 32 + l] = -dm2
+                }
+            }
         case .q6_K:
             let d = loadHalf(b, 208)
             for h in 0..<2 {
@@ -112,6 +164,36 @@ public enum BlockGrid {
             for c in 0..<4 {
                 for l in 0..<32 {
                     u8[16 + 32 * c + l] = UInt8(codes[64 * c + l] & 0xF) | UInt8(codes[64 * c + 32 + l] & 0xF) << 4
+                }
+            }
+        case .q2_K:
+            for h in 0..<2 {
+                for l in 0..<32 {
+                    var q: UInt8 = 0
+                    for j in 0..<4 { q |= UInt8(codes[128 * h + 32 * j + l] & 3) << UInt8(2 * j) }
+                    u8[16 + 32 * h + l] = q
+                }
+            }
+        case .q3_K:
+            for l in 0..<32 { u8[l] = 0 }
+            for h in 0..<2 {
+                for l in 0..<32 {
+                    var q: UInt8 = 0
+                    for j in 0..<4 {
+                        let c = UInt8(codes[128 * h + 32 * j + l] & 7)
+                        q |= (c & 3) << UInt8(2 * j)
+                        u8[l] |= (c >> 2) << UInt8(4 * h + j)
+                    }
+                    u8[32 + 32 * h + l] = q
+                }
+            }
+        case .q5_K:
+            for l in 0..<32 { u8[16 + l] = 0 }
+            for c in 0..<4 {
+                for l in 0..<32 {
+                    let a = UInt8(codes[64 * c + l] & 31), b2 = UInt8(codes[64 * c + 32 + l] & 31)
+                    u8[48 + 32 * c + l] = (a & 0xF) | (b2 & 0xF) << 4
+                    u8[16 + l] |= (a >> 4) << UInt8(2 * c) | (b2 >> 4) << UInt8(2 * c + 1)
                 }
             }
         case .q6_K:

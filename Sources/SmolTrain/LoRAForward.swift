@@ -379,7 +379,7 @@ public final class LoRAModel: Sendable {
             TrainOps.linearBackward(dy, rows: T, outDim: outDim, weight: weight, inDim: inDim, into: &dx)
         }
         if let p = adapter.pairs[key], let u = tape.u[key.module] {
-            var g = gradients.pairs[key]!
+            var g = gradients.pairs.removeValue(forKey: key)!   // moved out: updated in place, not copied
             TrainOps.loraBackward(dy, x: x, u: u, rows: T, inDim: inDim, outDim: outDim, rank: p.rank,
                                   scale: adapter.config.scale, a: p.a, b: p.b, gradA: &g.a, gradB: &g.b, dx: &dx)
             gradients.pairs[key] = g

@@ -43,8 +43,10 @@ public struct AdamW: Sendable {
         }
         for key in adapter.keys {
             guard let g = gradients.pairs[key] else { continue }
-            var p = adapter.pairs[key]!
-            var mk = m[key] ?? p.zeros(), vk = v[key] ?? p.zeros()
+            // Moved out of the dictionaries while updated, so the arrays change in place (a
+            // copy-out/write-back copies each of them every step).
+            var p = adapter.pairs.removeValue(forKey: key)!
+            var mk = m.removeValue(forKey: key) ?? p.zeros(), vk = v.removeValue(forKey: key) ?? p.zeros()
             apply(&p.a, g.a, &mk.a, &vk.a)
             apply(&p.b, g.b, &mk.b, &vk.b)
             adapter.pairs[key] = p

@@ -12,7 +12,8 @@ struct Bench: ParsableCommand {
         decode runs --gen-tokens single-token steps from an empty cache (full output layer each \
         step). Each test runs once untimed, then --reps times; the table shows mean ± standard \
         deviation of tokens/s, as llama-bench does. Weights are held in Float32 (exactly dequantized \
-        at load). --json prints {"model", "prompt_tokens", "gen_tokens", "prefill_tps": [...], \
+        at load); decode steps of a GGUF model read its block-quantized linears in their stored \
+        encoding (exact: activations stay Float32), unless --f32-weights. --json prints {"model", "prompt_tokens", "gen_tokens", "prefill_tps": [...], \
         "decode_tps": [...]}.
         """
     )
@@ -29,6 +30,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions of each test.")
     var reps: Int = 3
 
+    @Flag(help: "Decode on the Float32 copy of every weight too (the path before stored-encoding kernels).")
+    var f32Weights = false
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -39,7 +43,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let loadStart = Date()
-            let engine = Engine(model: try ModelLoader.load(checkpoint: try Checkpoint.open(model)))
+            let engine = try Engine.load(checkpoint: try Checkpoint.open(model), options: EngineOptions(storedWeights: !f32Weights))
             Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
             let r = try EngineBenchmark(promptTokens: promptTokens, generateTokens: genTokens, repetitions: reps).run(engine)
             if output.json {

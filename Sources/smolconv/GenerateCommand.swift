@@ -46,7 +46,7 @@ struct Generate: ParsableCommand {
             let ckpt = try Checkpoint.open(model)
             let codec = try EvaluationInput.codec(for: ckpt)
             let ids = try codec.encode(prompt)
-            let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
+            let engine = try Engine.load(checkpoint: ckpt)
             let start = Date()
             var generated: [Int] = []
             // Decode prompt + continuation each step and write the bytes not written yet, up to the

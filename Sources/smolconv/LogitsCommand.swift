@@ -32,7 +32,7 @@ struct Logits: ParsableCommand {
         try runReportingErrors {
             let ids = try EvaluationInput.parseIDs(tokens)
             let ckpt = try Checkpoint.open(model)
-            let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
+            let engine = try Engine.load(checkpoint: ckpt)
             let start = Date()
             let out = try LogitsExport.write(engine: engine, tokens: ids, to: output, hiddenStates: hiddenStates,
                                              protecting: [model])

@@ -87,7 +87,7 @@ struct PerplexityCommand: ParsableCommand {
                     try loraModel.logits(tokens: chunk, adapter: weights, fromRow: from)
                 }
             } else {
-                let engine = Engine(model: try ModelLoader.load(checkpoint: ckpt))
+                let engine = try Engine.load(checkpoint: ckpt)
                 Console.note("loaded \(model) in \(Format.fixed(Date().timeIntervalSince(loadStart), 1)) s")
                 r = try Perplexity.run(engine, tokens: tokens, protocol: p, progress: report)
             }

@@ -61,7 +61,7 @@ struct Quantize: ParsableCommand {
     @Flag(help: "Give every quantized tensor the mix's default type (no per-tensor rules).")
     var pure = false
 
-    @Option(help: "Calibration statistics from `smolconv calibrate` (GGUF output).")
+    @Option(help: "Calibration statistics from `smolconv calibrate` (or a llama.cpp imatrix GGUF), for --format gguf or mlx.")
     var calibration: String?
 
     @Option(help: "How layer matrices are rounded: rtn, imatrix, gptq, awq, awq+gptq (all but rtn need --calibration).")
@@ -101,7 +101,9 @@ struct Quantize: ParsableCommand {
         if format != .gguf && mixName != nil { throw ValidationError("--type names a GGUF mix; it does not apply to --format \(format.rawValue)") }
         if format == .mlx && ![2, 3, 4, 5, 6, 8].contains(bits) { throw ValidationError("--format mlx takes --bits 2, 3, 4, 5, 6 or 8") }
         if method != .rtn && calibration == nil { throw ValidationError("--method \(method.rawValue) needs --calibration STATS.h5") }
-        if (calibration != nil || int4Group != nil) && format != .gguf { throw ValidationError("--calibration and --int4-group apply to --format gguf") }
+        if int4Group != nil && format != .gguf { throw ValidationError("--int4-group applies to --format gguf (with --format mlx the layer matrices are group-wise already: --bits, --group-size)") }
+        if calibration != nil && format == .nf4 { throw ValidationError("--calibration applies to --format gguf and mlx") }
+        if format == .mlx && (method == .awq || method == .awqGPTQ) { throw ValidationError("--format mlx takes --method rtn, imatrix or gptq") }
         if let g = int4Group, ![32, 64, 128].contains(g) { throw ValidationError("--int4-group takes 32, 64 or 128") }
         if let o = outputTensorType { _ = try parseType(o, "--output-tensor-type") }
         if let e = tokenEmbeddingType { _ = try parseType(e, "--token-embedding-type") }
@@ -155,6 +157,14 @@ struct Quantize: ParsableCommand {
         }
         lines.append("")
         lines.append("bits per weight: \(Format.fixed(s.bitsPerWeight, 3)) overall, \(Format.fixed(s.bitsPerWeightQuantized, 3)) over the quantized tensors")
+        if !s.expertFallbacks.isEmpty {
+            let n = s.expertFallbacks.reduce(0) { $0 + $1.experts.count }
+            lines.append("")
+            lines.append("experts without calibration tokens, rounded to nearest (\(n) slices):")
+            for f in s.expertFallbacks {
+                lines.append("  \(f.tensor): expert\(f.experts.count == 1 ? "" : "s") \(f.experts.map(String.init).joined(separator: ", "))")
+            }
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -169,6 +179,9 @@ struct Quantize: ParsableCommand {
                 .object(JSONObject([("name", .string(r.name)), ("shape", .array(r.shape.map { .int($0) })),
                                     ("from", .string(r.from)), ("to", .string(r.to)), ("bytes", .int(r.bytes)),
                                     ("fallback_from", r.fallbackFrom.map(JSONValue.string) ?? .null)]))
+            })),
+            ("rtn_fallback_experts", .array(s.expertFallbacks.map { f in
+                .object(JSONObject([("tensor", .string(f.tensor)), ("experts", .array(f.experts.map { .int($0) }))]))
             })),
             ("notes", .array(s.notes.map(JSONValue.string))),
         ]))

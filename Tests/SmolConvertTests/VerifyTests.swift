@@ -4,6 +4,7 @@ import SmolConvert
 import SmolEngine
 import SmolFormats
 import SmolModels
+import SmolQuant
 import SmolTensor
 import SmolTestSupport
 
@@ -62,6 +63,35 @@ func convertFixture(_ arch: String, to dir: URL, _ outType: ConvertOptions.OutTy
                 #expect(t.convertedType == .dense(.f16))
             }
         }
+    }
+
+    /// An MLX-quantized folder (`quantize --format mlx`, the layout mlx-lm writes) compares with its
+    /// source weight by weight: each quantized weight's SQNR is that of MLXAffine's own
+    /// quantize-dequantize of the source (mx.quantize's rounding), not a shape mismatch on the
+    /// packed U32 words.
+    @Test func mlxFolderComparesDequantized() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("mlx").path
+        var o = QuantizeOptions()
+        o.format = .mlx
+        o.bits = 4
+        o.groupSize = 32
+        _ = try Quantizer.quantize(input: Fixtures.hf("llama").path, output: out, options: o)
+        let r = try TensorComparison.compare(original: try Checkpoint.open(Fixtures.hf("llama").path), converted: try Checkpoint.open(out))
+        let hf = try SafetensorsCheckpoint(path: Fixtures.hf("llama").path)
+        var quantized = 0
+        for t in r.tensors where t.convertedType == .dense(.u32) {
+            let x = try loadFloat(hf, t.name)
+            let y = try MLXAffine.dequantize(try MLXAffine.quantize(x, rows: t.shape[0], cols: t.shape[1], bits: 4, groupSize: 32))
+            var s = 0.0, n = 0.0
+            for i in x.indices { let d = Double(y[i]) - Double(x[i]); s += Double(x[i]) * Double(x[i]); n += d * d }
+            let expected = 10 * log10(s / n)
+            #expect(abs(t.sqnrDB - expected) < 1e-9 * abs(expected), "\(t.name): \(t.sqnrDB) vs \(expected)")
+            quantized += 1
+        }
+        #expect(quantized >= 15)
+        #expect(r.onlyInConverted.isEmpty, "\(r.onlyInConverted)")
     }
 
     @Test func layerIndexParsesBothNamingSchemes() {

@@ -143,3 +143,32 @@ func referenceNLL(_ row: ArraySlice<Float>, _ target: Int) -> Double {
         #expect(narrow == (try e.stream(prompt, maxNewTokens: 10) { _ in true }))
     }
 }
+
+/// The tiled output layer + running log-sum-exp of perplexity against its twin (full logits, then
+/// llama.cpp's row log-softmax): the same sums, but sgemm on a tile of the output weight may round
+/// a logit differently in its last bit (other blocking), which moves an NLL by ~1e-7 relative
+/// (measured up to 5e-7); 2e-6 leaves margin and is far below a wrong target, a skipped tile or a
+/// missing rescale (O(1e-2) or more). Tiles of 7 and 100 vocabulary rows cross many tile
+/// boundaries (with the running max rescaled whenever a later tile raises it), gemma2 adds the
+/// final logit soft-capping.
+let tiledNLLTolerance: Double = 2e-6
+
+@Suite struct ScoredHeadTests {
+    @Test(arguments: ["llama", "gemma2", "gemma3"])
+    func tiledNLLMatchesFullLogits(arch: String) throws {
+        let e = try engine(arch)
+        let ids = try Reference(arch).ints("input_ids")
+        let from = 10
+        let targets = Array(ids[(from + 1)...]) + [ids[0]]          // any in-vocabulary targets
+        let tokens = ids
+        let full = try e.nllFullLogits(tokens, from: from, targets: targets)
+        for tile in [7, 100, Engine.headTileRows] {
+            let tiled = try e.negativeLogLikelihoods(tokens, from: from, targets: targets, tileRows: tile)
+            #expect(tiled.count == full.count)
+            for (a, b) in zip(tiled, full) {
+                #expect(abs(a - b) <= tiledNLLTolerance * max(1, abs(b)), "\(arch) tile \(tile): \(a) vs \(b)")
+            }
+        }
+        #expect(throws: SmolError.self) { try e.negativeLogLikelihoods(tokens, from: from, targets: [e.vocabSize] + targets.dropFirst()) }
+    }
+}

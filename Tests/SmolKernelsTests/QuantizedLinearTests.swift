@@ -107,6 +107,17 @@ func expectMatmulClose(_ y: [Float], x: [Float], tokens: Int, weight: QuantizedL
         #expect(zip(fast, reference).allSatisfy { $0.bitPattern == $1.bitPattern })
     }
 
+    /// Q5_0 re-encoded as Q8_0 (the engine's decode layout for Q5_0 weights): the reference
+    /// dequantizer gives the same values bit for bit, on random blocks (every high-bit pattern).
+    @Test func q5_0AsQ8_0IsLossless() throws {
+        let rows = 16, cols = 4 * 256
+        let q5 = try QuantizedLinear(type: .q5_0, rows: rows, cols: cols,
+                                     bytes: TensorBytes(randomQuantBytes(.q5_0, rows: rows, cols: cols, seed: 11)))
+        let q8bytes = q5.bytes.withUnsafeBytes { QuantKernels.q5_0AsQ8_0($0) }
+        let q8 = try QuantizedLinear(type: .q8_0, rows: rows, cols: cols, bytes: TensorBytes(q8bytes))
+        #expect(zip(q8.dequantizedReference(), q5.dequantizedReference()).allSatisfy { $0.bitPattern == $1.bitPattern })
+    }
+
     /// apply() for every path: matvec (T ≤ matvecMaxTokens) and tiled sgemm (more), with several
     /// tiles (rows > tileElements / cols) and a partial last tile.
     @Test(arguments: [GGMLType.f32, .f16, .bf16, .q8_0, .q4_0, .q5_0, .q4_K, .q6_K])

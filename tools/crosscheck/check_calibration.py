@@ -11,6 +11,11 @@ Model: the llama fixture (Tests/Fixtures/hf/llama, 2 layers, D = 64), fed fixed 
     file and a GPTQ tensor differs from plain rounding.
   * A llama.cpp-format imatrix GGUF written by gguf-py with the same importance (in_sum2 / counts)
     gives the same --method imatrix bytes as the HDF5 file.
+
+MoE (the qwen3_moe fixture): h5py reads [E, …] expert datasets with a zero row and count for every
+expert the router never picked; `quantize --method gptq --json` lists exactly those experts, gguf-py
+reads their slices as the plain-rounding bytes (and every other expert's as different); a per-expert
+llama.cpp imatrix written by gguf-py gives the same --method imatrix bytes as the HDF5 file.
 """
 import json, os, subprocess, sys, tempfile
 
@@ -123,6 +128,87 @@ with tempfile.TemporaryDirectory() as tmp:
         pair.append(open(out, "rb").read() if r.returncode == 0 else b"")
     check(pair[0] == pair[1] and len(pair[0]) > 0, "imatrix quantization from the HDF5 file and from the equivalent imatrix GGUF differ")
     check(pair[0] != open(rtn, "rb").read(), "--method imatrix gave the plain-rounding bytes")
+
+# MoE (qwen3_moe fixture, 8 experts, top-2): per-expert statistics as [E, ...] datasets with a row for
+# every expert (count 0 where the router sent no token), and quantization that uses each expert's row.
+moe = os.path.join(root, "Tests", "Fixtures", "hf", "qwen3_moe")
+mcfg = json.load(open(os.path.join(moe, "config.json")))
+E, ML = mcfg.get("num_experts") or mcfg["num_local_experts"], mcfg["num_hidden_layers"]
+mids = [(i * 7919 + 13) % mcfg["vocab_size"] for i in range(12)]
+with tempfile.TemporaryDirectory() as tmp:
+    stats = os.path.join(tmp, "moe.h5")
+    r = subprocess.run([SMOLCONV, "calibrate", moe, "--tokens", ",".join(map(str, mids)), "--ctx", "12", "-o", stats], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stderr); sys.exit(1)
+    f = h5py.File(stats, "r")
+    zero = {}
+    for l in range(ML):
+        gu, dn = f["tensors"][f"model.layers.{l}.mlp.experts.gate_up_proj"], f["tensors"][f"model.layers.{l}.mlp.experts.down_proj"]
+        for g, n in [(gu, mcfg["hidden_size"]), (dn, mcfg["moe_intermediate_size"])]:
+            check(g.attrs["experts"] == E and g["counts"].shape == (E,) and g["importance"].shape == (E, n) and g["hessian"].shape == (E, n, n),
+                  f"layer {l}: expert dataset shapes {g['counts'].shape} {g['importance'].shape}")
+            c = g["counts"][:]
+            check(c.sum() == 2 * len(mids), f"layer {l}: counts {c.tolist()} do not add up to top-2 of {len(mids)} tokens")
+            for e in np.where(c == 0)[0]:
+                check(not g["importance"][e].any() and not g["hessian"][e].any(), f"layer {l} expert {e}: statistics without tokens")
+        check((gu["counts"][:] == dn["counts"][:]).all(), f"layer {l}: gate/up and down counts differ")
+        zero[l] = [int(e) for e in np.where(gu["counts"][:] == 0)[0]]
+    check(any(zero.values()), f"the short corpus reached every expert ({zero}); the fallback is not exercised")
+    outs = {}
+    for m in ["rtn", "gptq"]:
+        out = os.path.join(tmp, f"moe-{m}.gguf")
+        args = [SMOLCONV, "quantize", moe, out, "--type", "Q4_0", "--json"] + ([] if m == "rtn" else ["--calibration", stats, "--method", m])
+        r = subprocess.run(args, capture_output=True, text=True)
+        check(r.returncode == 0, f"quantize {m}: {r.stderr.strip()}")
+        outs[m] = (gguf.GGUFReader(out), json.loads(r.stdout) if r.returncode == 0 else {})
+    listed = {x["tensor"]: x["experts"] for x in outs["gptq"][1].get("rtn_fallback_experts", [])}
+    want = {f"blk.{l}.ffn_{k}_exps.weight": z for l, z in zero.items() if z for k in ["gate", "up", "down"]}
+    check(listed == want, f"rtn_fallback_experts {listed} vs zero-count experts {want}")
+    rt = {t.name: t for t in outs["rtn"][0].tensors}
+    for t in outs["gptq"][0].tensors:
+        if "_exps" not in t.name:
+            continue
+        a, b = np.asarray(t.data).reshape(E, -1), np.asarray(rt[t.name].data).reshape(E, -1)
+        l = int(t.name.split(".")[1])
+        for e in range(E):
+            same = (a[e] == b[e]).all()
+            check(same == (e in zero[l]), f"{t.name} expert {e}: {'identical to' if same else 'differs from'} plain rounding with {'no' if e in zero[l] else 'some'} tokens")
+    # The same per-expert importance as a llama.cpp imatrix ([E, in] in_sum2 under the GGUF stack
+    # names) gives the same --method imatrix bytes as the HDF5 file.
+    imat = os.path.join(tmp, "moe-imatrix.gguf")
+    w = gguf.GGUFWriter(imat, "imatrix")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["check_calibration"])
+    w.add_uint32("imatrix.chunk_count", 1)
+    w.add_uint32("imatrix.chunk_size", 12)
+    qkvo = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output"}
+    for n in sorted(f["tensors"].keys()):
+        g = f["tensors"][n]
+        parts = n.split(".")
+        if n == "lm_head.weight":
+            targets = ["output.weight"]
+        elif n.endswith("experts.gate_up_proj"):
+            targets = [f"blk.{parts[2]}.ffn_gate_exps.weight", f"blk.{parts[2]}.ffn_up_exps.weight"]
+        elif n.endswith("experts.down_proj"):
+            targets = [f"blk.{parts[2]}.ffn_down_exps.weight"]
+        else:
+            targets = [f"blk.{parts[2]}.{qkvo['.'.join(parts[3:5])]}.weight"]
+        # Counts 1 (0 where the expert saw nothing): in_sum2 / counts is then the importance exactly
+        # (a true count would round it in Float32 and move a few Q4_0 scale choices).
+        cnt = (g["counts"][:] > 0).astype(np.float32)
+        imp = g["importance"][:].astype(np.float32).reshape(len(cnt), -1)
+        for t in targets:
+            w.add_tensor(t + ".in_sum2", imp * cnt[:, None])
+            w.add_tensor(t + ".counts", cnt)
+    f.close()
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    pair = []
+    for src in [stats, imat]:
+        out = os.path.join(tmp, f"moe-imatrix-{len(pair)}.gguf")
+        r = subprocess.run([SMOLCONV, "quantize", moe, out, "--type", "Q4_0", "--calibration", src, "--method", "imatrix"], capture_output=True, text=True)
+        check(r.returncode == 0, f"MoE quantize --method imatrix from {os.path.basename(src)}: {r.stderr.strip()}")
+        pair.append(open(out, "rb").read() if r.returncode == 0 else b"")
+    check(pair[0] == pair[1] and len(pair[0]) > 0, "MoE imatrix quantization from the HDF5 file and from the equivalent imatrix GGUF differ")
 
 if failures:
     print("\n".join(failures)); sys.exit(1)

@@ -115,6 +115,14 @@ public struct GGUFWeightReader: HFWeightReader {
         return .multiply
     }
 
+    /// The stored tensor for `hf` when its bytes are the HF tensor as they are (no row permutation,
+    /// no `1 + w` norm): what an engine may keep encoded and compute on directly. Nil otherwise.
+    public func encoded(hf name: String) throws -> (info: TensorInfo, bytes: TensorBytes)? {
+        guard let g = mapping.ggufName(hf: name), let info = file.tensor(g) else { return nil }
+        guard case .none = mapping.transform(hf: name, config: config) else { return nil }
+        return (info.tensorInfo, try file.tensorBytes(g))
+    }
+
     public func floats(hf name: String) throws -> [Float] {
         guard let g = mapping.ggufName(hf: name), let info = file.tensor(g) else {
             throw SmolError(.malformed, file: file.path, at: "tensor '\(displayName(hf: name))'", "tensor not found")
