@@ -382,6 +382,43 @@ import SmolTestSupport
         #expect(e.kind == .malformed && e.message.contains("index checksum mismatch"), "\(e)")
     }
 
+    /// A version-3 index whose plane codings disagree with the layout, or with the frames a chunk
+    /// holds, is rejected naming the tensor (the index is re-encoded with a valid checksum, so only
+    /// the structural checks can catch it).
+    @Test func planeCodingsMustMatchTheLayoutAndTheFrames() throws {
+        let dir = Fixtures.temporaryDirectory("smolpack")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bf16.smolpack").path
+        var o = PackOptions()
+        o.chunkSize = 16384
+        _ = try SmolPack.pack(input: Fixtures.hf("qwen3_moe_bf16_sharded").appendingPathComponent("model-00003-of-00005.safetensors").path,
+                              output: path, options: o)
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let index = try PackIndex.read(MappedFile(path: path))
+        let si = try #require(index.members[0].segments.firstIndex { !$0.planeCodings.isEmpty })
+        let name = try #require(index.members[0].segments[si].tensor?.name)
+        let indexOffset = Int(bytes[(bytes.count - 32)..<(bytes.count - 24)].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        func rewritten(_ change: (inout PackIndex.Segment) -> Void, _ file: String) throws -> String {
+            var bad = index
+            change(&bad.members[0].segments[si])
+            let encoded = bad.encoded(version: 3)
+            let out = Array(bytes[0..<indexOffset]) + encoded
+                + PackIndex.trailer(indexOffset: indexOffset, indexLength: encoded.count, checksum: XXHash64.hash(encoded))
+            let p = dir.appendingPathComponent(file).path
+            try Data(out).write(to: URL(fileURLWithPath: p))
+            return p
+        }
+        // Three codings for a two-plane layout: the index is refused.
+        let threeCodings = try rewritten({ $0.planeCodings.append(.level) }, "three.smolpack")
+        let e = try #require(throws: SmolError.self) { _ = try PackedCheckpoint(path: threeCodings) }
+        #expect(e.kind == .malformed && e.message.contains("plane codings") && e.location?.contains(name) == true, "\(e)")
+        // No codings, but the chunks hold one frame per plane: reading the tensor fails, naming it.
+        let oneFrame = try rewritten({ $0.planeCodings = [] }, "one.smolpack")
+        let pack = try PackedCheckpoint(path: oneFrame)
+        let e2 = try #require(throws: SmolError.self) { _ = try pack.tensorBytes(name) }
+        #expect(e2.kind == .malformed && e2.message.contains("2 zstd frames") && e2.location?.contains("tensor '\(name)'") == true, "\(e2)")
+    }
+
     @Test func truncatedPacksAreRejected() throws {
         let dir = Fixtures.temporaryDirectory("smolpack")
         defer { try? FileManager.default.removeItem(at: dir) }
