@@ -33,9 +33,12 @@ struct Zstd {
         defer { ZSTD_freeCCtx(cctx) }
         if entropyOnly {
             try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ZSTD_minCLevel()), "set level")
-            // ZSTD_c_literalCompressionMode (zstd.h's experimental section, stable in the library
-            // since 1.4.5) = ZSTD_ps_enable: negative levels otherwise store literals raw.
-            try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_experimentalParam5, 1), "force literal compression")
+            // ZSTD_c_literalCompressionMode (zstd.h's experimental section; same number since 1.4.5)
+            // = ZSTD_ps_enable: negative levels otherwise store literals raw. Should a libzstd refuse
+            // it, level 1 (the closest stable setting) still gives a valid frame.
+            if ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_experimentalParam5, 1)) != 0 {
+                try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1), "set level")
+            }
         } else {
             try check(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(level)), "set level")
         }
