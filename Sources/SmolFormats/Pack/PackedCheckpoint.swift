@@ -213,22 +213,22 @@ public final class PackedCheckpoint: TensorSource, @unchecked Sendable {
         let jobs = chunkJobs(member: mi)
         try out?.preallocate(index.members[mi].size)
         try withoutActuallyEscaping(progress) { progress in
-        let done = ProgressRelay(progress)
-        try parallelForEach(jobs.count) { j in
-            let job = jobs[j]
-            let seg = self.index.members[mi].segments[job.segment]
-            let c = seg.chunks[job.chunk]
-            let s = try self.scratch.take()
-            defer { self.scratch.give(s) }
-            try self.decodeTiles(c, in: seg, at: "\(self.describe(member: mi, segment: job.segment)) chunk \(job.chunk)",
-                                 scratch: s) { bytes, at in
-                try out?.write(bytes, at: job.offset + at)
+            let done = ProgressRelay(progress)
+            try parallelForEach(jobs.count) { j in
+                let job = jobs[j]
+                let seg = self.index.members[mi].segments[job.segment]
+                let c = seg.chunks[job.chunk]
+                let s = try self.scratch.take()
+                defer { self.scratch.give(s) }
+                try self.decodeTiles(c, in: seg, at: "\(self.describe(member: mi, segment: job.segment)) chunk \(job.chunk)",
+                                     scratch: s) { bytes, at in
+                    try out?.write(bytes, at: job.offset + at)
+                }
+                out?.positionedBytesWritten(c.rawSize)
+                // The stored bytes are consumed: drop their pages so resident memory stays bounded.
+                self.file.release(offset: c.offset, count: c.storedSize)
+                done.add(c.rawSize)
             }
-            out?.positionedBytesWritten(c.rawSize)
-            // The stored bytes are consumed: drop their pages so resident memory stays bounded.
-            self.file.release(offset: c.offset, count: c.storedSize)
-            done.add(c.rawSize)
-        }
         }
     }
 
