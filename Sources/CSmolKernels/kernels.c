@@ -26,6 +26,14 @@ int smolk_has_avx2(void) {
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
+// Software prefetch this many bytes ahead of the weight pointer, one per 64-byte line consumed.
+// Decode streams every weight once from memory; the hardware prefetcher alone kept one core at
+// 8.6 GB/s and two at 16.6 GB/s on the Q8_0 output layer of the real model (262144 × 640), with
+// this 11.6 and 21–22 GB/s (microbenchmark on this 2-core Zen 4, quiet; 2–8 KB ahead all alike).
+// Prefetching past the end of a row is harmless: threads take consecutive rows.
+#define AHEAD 2048
+#define PREFETCH(p, off) _mm_prefetch((const char *)(p) + AHEAD + (off), _MM_HINT_T0)
+
 AVX2 static inline float half(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
@@ -56,6 +64,8 @@ AVX2 float smolk_q8_0_dot_avx2(const void *w, const float *x, long blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     long b = 0;
     for (; b + 1 < blocks; b += 2, p += 68, x += 64) {
+        PREFETCH(p, 0);
+        PREFETCH(p, 64);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(p)), dot32(_mm256_loadu_si256((const __m256i *)(p + 2)), x), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(p + 34)), dot32(_mm256_loadu_si256((const __m256i *)(p + 36)), x + 32), acc1);
     }
@@ -81,6 +91,7 @@ AVX2 float smolk_q5_0_dot_avx2(const void *w, const float *x, long blocks) {
     const __m256i sixteen = _mm256_set1_epi8(16);
     __m256 acc = _mm256_setzero_ps();
     for (long b = 0; b < blocks; b++, p += 22, x += 32) {
+        PREFETCH(p, 0);
         uint32_t qh;
         memcpy(&qh, p + 2, 4);
         __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
@@ -112,6 +123,9 @@ AVX2 float smolk_q4_K_dot_avx2(const void *w, const float *x, long blocks) {
     const uint8_t *p = w;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (long b = 0; b < blocks; b++, p += 144, x += 256) {
+        PREFETCH(p, 0);
+        PREFETCH(p, 64);
+        PREFETCH(p, 128);
         float d = half(p), dmin = half(p + 2);
         for (int c = 0; c < 4; c++) {
             int sc1, m1, sc2, m2;
@@ -148,6 +162,10 @@ AVX2 float smolk_q6_K_dot_avx2(const void *w, const float *x, long blocks) {
     const __m128i m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3), k32 = _mm_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (long b = 0; b < blocks; b++, p += 210, x += 256) {
+        PREFETCH(p, 0);
+        PREFETCH(p, 64);
+        PREFETCH(p, 128);
+        PREFETCH(p, 192);
         float d = half(p + 208);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;

@@ -1,8 +1,5 @@
 import ArgumentParser
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import SmolFormats
 import SmolTensor
 
@@ -45,7 +42,6 @@ struct Pack: ParsableCommand {
     }
 
     func run() throws {
-        parkIdleBLASThreads()
         try runReportingErrors {
             var options = PackOptions()
             options.level = level
@@ -89,7 +85,6 @@ struct Unpack: ParsableCommand {
     }
 
     func run() throws {
-        parkIdleBLASThreads()
         try runReportingErrors {
             let progress = Console.Progress(check ? "check" : "unpack", total: 1)
             let update: SmolPack.Progress = { done, total in progress.update(done, of: total) }
@@ -127,19 +122,4 @@ enum PackReport {
         Console.out("  packed    \(Format.grouped(s.packedBytes).padding(toLength: 16, withPad: " ", startingAt: 0)) bytes  (\(Format.fixed(100 * ratio, 1)) %)")
         Console.out("  time      \(Format.fixed(s.seconds, 2)) s, \(Format.fixed(rate, 0)) MB/s of original bytes")
     }
-}
-
-/// Stops OpenBLAS's idle worker threads. OpenBLAS (linked for the engine's matrix products) starts
-/// its thread pool when the library loads, and each idle worker spins on sched_yield for about
-/// 2^28 cycles before it sleeps: measured 0.12 CPU s per process here, taken from the two cores
-/// that pack and unpack need (an unpack of the real model went from 0.26 to 0.21 s wall with
-/// OPENBLAS_NUM_THREADS=1). `blas_thread_shutdown_` ends the workers; OpenBLAS starts them again
-/// on its next threaded call. Looked up at run time because it is not part of CBLAS: with
-/// another BLAS the symbol is absent and nothing happens.
-func parkIdleBLASThreads() {
-    #if os(Linux)
-    typealias Shutdown = @convention(c) () -> Int32
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "blas_thread_shutdown_") else { return }
-    _ = unsafeBitCast(symbol, to: Shutdown.self)()
-    #endif
 }

@@ -16,6 +16,11 @@ struct Smolconv: ParsableCommand {
                       Generate.self, Logits.self, Tokenize.self, Detokenize.self, MoE.self, Pack.self, Unpack.self,
                       Train.self, Bench.self, Calibrate.self]
     )
+
+    static func main() {
+        BLASThreads.configure()
+        main(nil)
+    }
 }
 
 /// Options every reporting command shares.
