@@ -188,14 +188,36 @@ public enum TrainOps {
             dg.withUnsafeMutableBufferPointer { dgp in du.withUnsafeMutableBufferPointer { dup in
                 let d = dp.baseAddress!, g = gp.baseAddress!, u = upp.baseAddress!
                 let og = dgp.baseAddress!, ou = dup.baseAddress!
-                trainParallelFor(gp.count, grain: 16384) { i in
-                    let (a, da) = activationAndDerivative(g[i], act)
-                    og[i] = d[i] * u[i] * da
-                    ou[i] = d[i] * a
+                let chunk = 16384, n = gp.count
+                trainParallelFor((n + chunk - 1) / chunk) { c in
+                    let start = c * chunk
+                    gatedBackwardLoop(d + start, g + start, u + start, og + start, ou + start, min(chunk, n - start), act)
                 }
             } }
         } } }
         return (dg, du)
+    }
+
+    /// One counted loop per activation, so LLVM vectorizes it (called per element through the
+    /// parallel-for closure, the same arithmetic stayed scalar: 3.4 % of a dense training step).
+    @inline(never)
+    static func gatedBackwardLoop(_ d: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+                                  _ og: UnsafeMutablePointer<Float>, _ ou: UnsafeMutablePointer<Float>, _ n: Int,
+                                  _ act: Activation) {
+        switch act {
+        case .silu:
+            for i in 0..<n {
+                let (a, da) = activationAndDerivative(g[i], .silu)
+                og[i] = d[i] * u[i] * da
+                ou[i] = d[i] * a
+            }
+        case .geluTanh:
+            for i in 0..<n {
+                let (a, da) = activationAndDerivative(g[i], .geluTanh)
+                og[i] = d[i] * u[i] * da
+                ou[i] = d[i] * a
+            }
+        }
     }
 
     /// Backward of c = cap · tanh(x / cap) given the capped values: dx = dc · (1 − (c / cap)²).
@@ -363,7 +385,7 @@ public enum TrainOps {
                 let target = row[label]
                 // One exp per logit: e = exp(x − m) kept in place (FastMath's vectorized loop), summed
                 // in 8 Float lanes per block of 1024 and the blocks in Double.
-                FastMath.expShifted(row, m, row, V)
+                FastMath.expShiftedInPlace(row, m, V)
                 let s = blockSum(row, V)
                 prb[r] = Double(m) + Foundation.log(s) - Double(target)
                 let k = Float(1 / s) * gradScale

@@ -224,6 +224,21 @@ struct SeededRandom {
         #expect(FastMath.exp(.nan).isNaN)
     }
 
+    /// The loop kernels (vectorized) give FastMath.exp's value for every element, in place or not.
+    @Test func expLoopsMatchScalar() {
+        var rng = SeededRandom(5)
+        let x = rng.floats(1031).map { $0 * 40 }
+        let shift: Float = 3.5
+        var out = [Float](repeating: 0, count: x.count), inPlace = x
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+            FastMath.expShifted(xp.baseAddress!, shift, op.baseAddress!, x.count)
+        } }
+        inPlace.withUnsafeMutableBufferPointer { FastMath.expShiftedInPlace($0.baseAddress!, shift, x.count) }
+        let scalar = x.map { FastMath.exp($0 - shift) }
+        #expect(out == scalar)
+        #expect(inPlace == scalar)
+    }
+
     @Test func tanhMatchesLibm() {
         var worst: Float = 0
         var y: Float = -12
