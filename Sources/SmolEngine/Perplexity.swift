@@ -111,19 +111,25 @@ public enum LogSoftmax {
     public static func normalizer(_ row: UnsafePointer<Float>, _ n: Int) -> (max: Float, logSum: Double) {
         var m = -Float.infinity
         for i in 0..<n where row[i] > m { m = row[i] }
-        // Blocks of 256: exps vectorized (FastMath, ≤ 2 ulp), then summed in Double in order.
+        return (m, Foundation.log(sumExp(row, n, shift: m)))
+    }
+
+    /// Σ exp(row[i] − shift) in Double: exps in blocks of 256 (FastMath's vectorized loop, ≤ 2 ulp),
+    /// each block summed in Double in order.
+    @inlinable
+    public static func sumExp(_ row: UnsafePointer<Float>, _ n: Int, shift: Float) -> Double {
         var s: Double = 0
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 256) { buf in
             let e = buf.baseAddress!
             var i = 0
             while i < n {
                 let k = Swift.min(256, n - i)
-                FastMath.expShifted(row + i, m, e, k)
+                FastMath.expShifted(row + i, shift, e, k)
                 for j in 0..<k { s += Double(e[j]) }
                 i += k
             }
         }
-        return (m, Foundation.log(s))
+        return s
     }
 
     /// −log p(target).

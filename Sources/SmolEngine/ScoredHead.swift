@@ -79,18 +79,7 @@ extension Engine {
             if s > 0 { s *= Foundation.exp(Double(m) - Double(tm)) }
             m = tm
         }
-        var acc: Double = 0
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 256) { buf in
-            let e = buf.baseAddress!
-            var i = 0
-            while i < n {
-                let k = Swift.min(256, n - i)
-                FastMath.expShifted(row + i, m, e, k)
-                for j in 0..<k { acc += Double(e[j]) }
-                i += k
-            }
-        }
-        s += acc
+        s += LogSoftmax.sumExp(row, n, shift: m)
     }
 
     /// The twin: full logits of the scored rows, then llama.cpp's row log-softmax.

@@ -118,27 +118,8 @@ public enum Kernels {
                             invFreq: [Float], positions: [Int]) {
         precondition(x.count == tokens * heads * headDim && rotaryDim <= headDim && rotaryDim % 2 == 0
                      && invFreq.count == rotaryDim / 2 && positions.count == tokens, "rope shape mismatch")
-        let half = rotaryDim / 2
-        if half == 0 { return }
-        x.withUnsafeMutableBufferPointer { xp in
-            let base = xp.baseAddress!
-            parallelFor(tokens, grain: max(1, 8192 / max(heads * headDim, 1))) { t in
-                // cos/sin once per token, shared by all heads.
-                var cs = [Float](repeating: 0, count: half), sn = [Float](repeating: 0, count: half)
-                for i in 0..<half {
-                    let (c, s) = RopeTables.cosSin(position: positions[t], invFreq: invFreq[i])
-                    cs[i] = c; sn[i] = s
-                }
-                for h in 0..<heads {
-                    let v = base + (t * heads + h) * headDim
-                    for i in 0..<half {
-                        let a = v[i], b = v[i + half]
-                        v[i] = a * cs[i] - b * sn[i]
-                        v[i + half] = b * cs[i] + a * sn[i]
-                    }
-                }
-            }
-        }
+        rope(&x, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim,
+             table: RopeTable(invFreq: invFreq, positions: positions))
     }
 
     /// cos/sin of every (position, frequency) pair, [T, rotaryDim/2] each: computed once per
