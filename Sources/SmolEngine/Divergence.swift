@@ -1,4 +1,5 @@
 import Foundation
+import SmolKernels
 import SmolTensor
 
 /// What `Divergence.run` measured: two models on the same tokens, chunks and scored positions as
@@ -67,7 +68,7 @@ public enum Divergence {
                 b.withUnsafeBufferPointer { bp in
                     rows.withUnsafeMutableBufferPointer { rp in
                         let pa = ap.baseAddress!, pb = bp.baseAddress!, out = rp.baseAddress!
-                        concurrentRows(n) { r in
+                        parallelFor(n) { r in
                             out[r] = compareRow(pa + r * V, pb + r * V, V, target: targets[r])
                         }
                     }

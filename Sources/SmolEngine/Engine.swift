@@ -130,7 +130,7 @@ public final class Engine: Sendable {
         let positions = (0..<T).map { start + $0 }
 
         var h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale) // [T, D]
-        let perLayerInputs = try perLayerInputs(tokens: tokens, embeddings: h)  // [T, L, P]
+        let perLayerInputs = try model.perLayerInputs(tokens: tokens, embeddings: h)  // [T, L, P]
         var captured: [[Float]] = captureHiddenStates ? [h] : []
         var ropeTables: [[Float]: Kernels.RopeTable] = [:]   // by inverse frequencies: one per distinct RoPE
         func ropeTable(_ rope: RopeSpec) -> Kernels.RopeTable {
@@ -245,22 +245,6 @@ public final class Engine: Sendable {
         return (h, captured)
     }
 
-    /// Gemma 4 PLE inputs [T, L, P]: (RMSNorm(embeddings · Wᵀ / √D) + E_ple[token] · √P) / √2.
-    func perLayerInputs(tokens: [Int], embeddings: [Float]) throws -> [Float]? {
-        let spec = model.spec, w = model.weights
-        guard let ple = spec.perLayerInput else { return nil }
-        let T = tokens.count, D = spec.hiddenSize, L = spec.layers.count, P = ple.dim
-        let tokenPart = try Kernels.embed(tokens: tokens, table: w.perLayerEmbed!, vocab: ple.vocabSize, dim: L * P,
-                                          scale: Float(Double(P).squareRoot()))               // [T, L·P]
-        var proj = Kernels.matmul(embeddings, rows: T, inDim: D, weight: w.perLayerModelProjection!, outDim: L * P)
-        Kernels.scale(&proj, by: Float(pow(Double(D), -0.5)))
-        Kernels.rmsNorm(&proj, rows: T * L, dim: P, weight: w.perLayerProjectionNorm!, eps: spec.normEps,
-                        weighting: spec.normWeighting)
-        Kernels.add(&proj, tokenPart)
-        Kernels.scale(&proj, by: Float(pow(2.0, -0.5)))
-        return proj
-    }
-
     /// Mean next-token cross-entropy with labels = tokens, as transformers computes it for
     /// `labels=input_ids` (row t predicts token t + 1; the last row has no label).
     public func loss(_ tokens: [Int]) throws -> Float {
@@ -301,5 +285,24 @@ public final class Engine: Sendable {
             rows = 1
         }
         return out
+    }
+}
+
+extension DenseDecoderModel {
+    /// Gemma 4 PLE inputs [T, L, P]: (RMSNorm(embeddings · Wᵀ / √D) + E_ple[token] · √P) / √2.
+    /// Shared by the engine and the trainer (frozen there: nothing before it is adapted).
+    public func perLayerInputs(tokens: [Int], embeddings: [Float]) throws -> [Float]? {
+        let w = weights
+        guard let ple = spec.perLayerInput else { return nil }
+        let T = tokens.count, D = spec.hiddenSize, L = spec.layers.count, P = ple.dim
+        let tokenPart = try Kernels.embed(tokens: tokens, table: w.perLayerEmbed!, vocab: ple.vocabSize, dim: L * P,
+                                          scale: Float(Double(P).squareRoot()))               // [T, L·P]
+        var proj = Kernels.matmul(embeddings, rows: T, inDim: D, weight: w.perLayerModelProjection!, outDim: L * P)
+        Kernels.scale(&proj, by: Float(pow(Double(D), -0.5)))
+        Kernels.rmsNorm(&proj, rows: T * L, dim: P, weight: w.perLayerProjectionNorm!, eps: spec.normEps,
+                        weighting: spec.normWeighting)
+        Kernels.add(&proj, tokenPart)
+        Kernels.scale(&proj, by: Float(pow(2.0, -0.5)))
+        return proj
     }
 }

@@ -20,17 +20,7 @@ extension Engine {
         let D = model.spec.hiddenSize, E = spec.experts
         let eps = model.spec.normEps, weighting = model.spec.normWeighting
 
-        // Router input: gemma4 reads the residual stream, RMS-normalised without weight, times
-        // `router.scale` and D^-½; the others read the pre-MLP norm.
-        var routerIn = x
-        if spec.gemma4Style, let scale = w.routerScale {
-            routerIn = residual
-            Kernels.rmsNorm(&routerIn, rows: T, dim: D, weight: nil, eps: eps)
-            let rootSize = Float(pow(Double(D), -0.5))
-            for t in 0..<T { for d in 0..<D { routerIn[t * D + d] = routerIn[t * D + d] * scale[d] * rootSize } }
-        }
-        var logits = Kernels.matmul(routerIn, rows: T, inDim: D, weight: w.router, outDim: E)   // [T, E]
-        if let b = w.routerBias { addRowBias(&logits, b) }
+        let logits = model.routerLogits(spec, w, residual: residual, normed: x, tokens: T)   // [T, E]
         var routing = options.expertKernel == .grouped
             ? Kernels.route(logits: logits, tokens: T, experts: E, topK: spec.topK, scoring: spec.scoring)
             : ReferenceKernels.route(logits: logits, tokens: T, experts: E, topK: spec.topK, scoring: spec.scoring)
@@ -89,5 +79,25 @@ func scaleRotated(_ x: inout [Float], heads: Int, headDim: Int, _ rope: RopeSpec
     let s = rope.attentionScaling
     for row in 0..<(x.count / headDim) {
         for i in 0..<rope.rotaryDim { x[row * headDim + i] *= s }
+    }
+}
+
+extension DenseDecoderModel {
+    /// Router logits [T, E], bias added; shared by the engine and the trainer. Router input:
+    /// gemma4 reads the residual stream, RMS-normalised without weight, times `router.scale` and
+    /// D^-½; the others read the pre-MLP norm (`normed`).
+    public func routerLogits(_ block: MoEBlockSpec, _ w: MoEBlockWeights, residual: [Float], normed x: [Float],
+                             tokens T: Int) -> [Float] {
+        let D = spec.hiddenSize
+        var routerIn = x
+        if block.gemma4Style, let scale = w.routerScale {
+            routerIn = residual
+            Kernels.rmsNorm(&routerIn, rows: T, dim: D, weight: nil, eps: spec.normEps)
+            let rootSize = Float(pow(Double(D), -0.5))
+            for t in 0..<T { for d in 0..<D { routerIn[t * D + d] = routerIn[t * D + d] * scale[d] * rootSize } }
+        }
+        var logits = Kernels.matmul(routerIn, rows: T, inDim: D, weight: w.router, outDim: block.experts)   // [T, E]
+        if let b = w.routerBias { addRowBias(&logits, b) }
+        return logits
     }
 }

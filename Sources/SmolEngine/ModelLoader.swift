@@ -22,7 +22,7 @@ public enum ModelLoader {
                     source = DequantizedView(source) { $0.name.contains("_exps.") }
                 }
                 let plan = try MoERestructure.plan(source.tensorInfos, config: config, to: .trainable, from: layout)
-                return try DenseDecoderModel.load(config: config, source: PlannedSource(plan: plan, source: source))
+                return try DenseDecoderModel.load(config: config, source: MoEPlanSource(plan: plan, source: source))
             }
         }
         return try DenseDecoderModel.load(config: config, source: source)
@@ -59,30 +59,5 @@ public enum ModelLoader {
     /// `config.json` from `configDirectory`, weights from `source`.
     public static func load(configDirectory: URL, source: TensorSource) throws -> DenseDecoderModel {
         try load(config: try ModelConfig.load(folder: configDirectory), source: source)
-    }
-}
-
-/// A restructure plan seen as a tensor source: the plan's output names and infos, bytes evaluated
-/// from the underlying source on request.
-final class PlannedSource: TensorSource, @unchecked Sendable {   // immutable after init
-    let plan: MoEPlan
-    let source: TensorSource
-    let tensorInfos: [TensorInfo]
-    private let byName: [String: TensorRef]
-
-    init(plan: MoEPlan, source: TensorSource) {
-        self.plan = plan
-        self.source = source
-        tensorInfos = plan.tensors.map(\.info)
-        byName = Dictionary(plan.tensors.map { ($0.info.name, $0) }, uniquingKeysWith: { a, _ in a })
-    }
-
-    var path: String { source.path }
-
-    func tensorBytes(_ name: String) throws -> TensorBytes {
-        guard let ref = byName[name] else {
-            throw SmolError(.malformed, file: source.path, at: "tensor '\(name)'", "not in the restructured (\(plan.to.rawValue)) view")
-        }
-        return try plan.bytes(ref, from: source)
     }
 }

@@ -148,14 +148,6 @@ public enum LogSoftmax {
     }
 }
 
-/// Runs `body(i)` for i in 0..<count on all cores (rows are independent).
-func concurrentRows(_ count: Int, _ body: (Int) -> Void) {
-    withoutActuallyEscaping(body) { escaping in
-        nonisolated(unsafe) let work = escaping
-        DispatchQueue.concurrentPerform(iterations: count) { work($0) }
-    }
-}
-
 public enum Perplexity {
     public typealias Progress = (_ chunk: Int, _ chunks: Int, _ perplexitySoFar: Double) -> Void
 
@@ -182,7 +174,7 @@ public enum Perplexity {
             logits.withUnsafeBufferPointer { lp in
                 nll.withUnsafeMutableBufferPointer { np in
                     let l = lp.baseAddress!, out = np.baseAddress!
-                    concurrentRows(targets.count) { r in out[r] = LogSoftmax.nll(l + r * V, V, target: targets[r]) }
+                    parallelFor(targets.count) { r in out[r] = LogSoftmax.nll(l + r * V, V, target: targets[r]) }
                 }
             }
             return nll

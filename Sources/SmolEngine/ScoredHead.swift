@@ -53,7 +53,7 @@ extension Engine {
                                                    outDim: n, into: b)                   // [R, n]
                                     if let cap { Kernels.softcap(b, count: R * n, cap: cap) }
                                     let base = v0
-                                    concurrentRows(R) { r in
+                                    parallelFor(R) { r in
                                         let row = b + r * n
                                         Self.foldTile(row, n, max: &m[r], sum: &s[r])
                                         let target = targets[r]

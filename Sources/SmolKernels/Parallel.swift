@@ -9,9 +9,9 @@ import Dispatch
 
 /// Runs `body(i)` for `i in 0..<count`, spread over the cores when the work is worth it.
 /// `grain` is the number of iterations one task takes at least, so tiny loops stay on one thread
-/// (thread hand-off costs more than a short row).
+/// (thread hand-off costs more than a short row). Used by the engine and the trainer too.
 @inlinable
-func parallelFor(_ count: Int, grain: Int = 1, _ body: (Int) -> Void) {
+public func parallelFor(_ count: Int, grain: Int = 1, _ body: (Int) -> Void) {
     if count <= 0 { return }
     let chunk = max(1, grain)
     let tasks = (count + chunk - 1) / chunk

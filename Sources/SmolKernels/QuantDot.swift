@@ -18,7 +18,7 @@ let useAVX2Kernels: Bool = smolk_has_avx2() != 0
     && ProcessInfo.processInfo.environment["SMOLCONV_NO_AVX2"] == nil
 
 extension QuantKernels {
-    public static func hasFusedDot(_ type: GGMLType) -> Bool {
+    static func hasFusedDot(_ type: GGMLType) -> Bool {
         switch type {
         case .f32, .q8_0, .q4_0, .q5_0, .q4_K, .q6_K: return true
         default: return false

@@ -245,7 +245,7 @@ public final class LoRAModel: Sendable {
         } else {
             h = try Kernels.embed(tokens: tokens, table: w.embed, vocab: V, dim: D, scale: spec.embedScale)
         }
-        let pli = try perLayerInputs(tokens: tokens, embeddings: h)                                           // [T, L, P]
+        let pli = try model.perLayerInputs(tokens: tokens, embeddings: h)                                           // [T, L, P]
         // Final keys and values per layer (KV sharing reads an earlier layer's).
         var keysOf = [Int: [Float]](), valuesOf = [Int: [Float]]()
         for (i, layer) in spec.layers.enumerated() {
@@ -347,23 +347,6 @@ public final class LoRAModel: Sendable {
             if keep { tapes.append(tape) }
         }
         return h
-    }
-
-    /// Gemma 4 PLE inputs [T, L, P], exactly as `Engine.perLayerInputs` (frozen: no gradient flows
-    /// into them, since nothing before them is adapted).
-    func perLayerInputs(tokens: [Int], embeddings: [Float]) throws -> [Float]? {
-        let w = model.weights
-        guard let ple = spec.perLayerInput else { return nil }
-        let T = tokens.count, D = spec.hiddenSize, L = spec.layers.count, P = ple.dim
-        let tokenPart = try Kernels.embed(tokens: tokens, table: w.perLayerEmbed!, vocab: ple.vocabSize, dim: L * P,
-                                          scale: Float(Double(P).squareRoot()))
-        var proj = Kernels.matmul(embeddings, rows: T, inDim: D, weight: w.perLayerModelProjection!, outDim: L * P)
-        Kernels.scale(&proj, by: Float(pow(Double(D), -0.5)))
-        Kernels.rmsNorm(&proj, rows: T * L, dim: P, weight: w.perLayerProjectionNorm!, eps: spec.normEps,
-                        weighting: spec.normWeighting)
-        Kernels.add(&proj, tokenPart)
-        Kernels.scale(&proj, by: Float(pow(2.0, -0.5)))
-        return proj
     }
 
     // MARK: Backward

@@ -17,7 +17,6 @@ import SmolTensor
 
 /// What the MoE backward needs from its forward.
 struct MoETape {
-    var routerIn: [Float] = []        // [T, D]
     var logits: [Float] = []          // [T, E] router logits (+ bias)
     var routing = ExpertRouting(tokens: 0, topK: 1, experts: [], weights: [])   // weights before per_expert_scale
     var expertIn: [Float] = []        // [T, D]
@@ -61,15 +60,7 @@ extension LoRAModel {
         let eps = self.spec.normEps, weighting = self.spec.normWeighting
         let store = w.experts
 
-        var routerIn = x
-        if spec.gemma4Style, let scale = w.routerScale {
-            routerIn = residual
-            Kernels.rmsNorm(&routerIn, rows: T, dim: D, weight: nil, eps: eps)
-            let rootSize = Float(pow(Double(D), -0.5))
-            for t in 0..<T { for d in 0..<D { routerIn[t * D + d] = routerIn[t * D + d] * scale[d] * rootSize } }
-        }
-        var logits = Kernels.matmul(routerIn, rows: T, inDim: D, weight: w.router, outDim: E)   // [T, E]
-        if let b = w.routerBias { for t in 0..<T { for e in 0..<E { logits[t * E + e] += b[e] } } }
+        let logits = model.routerLogits(spec, w, residual: residual, normed: x, tokens: T)   // [T, E]
         let routing = Kernels.route(logits: logits, tokens: T, experts: E, topK: K, scoring: spec.scoring)
         var weights = routing.weights
         if let pes = w.perExpertScale { for s in weights.indices { weights[s] *= pes[routing.experts[s]] } }
@@ -162,7 +153,7 @@ extension LoRAModel {
             if keep { tape.shared = SharedTape(g: gPre, u: u, out: shared, sigma: sigma) }
         }
         if keep {
-            tape.routerIn = routerIn; tape.logits = logits; tape.routing = routing; tape.expertIn = expertIn
+            tape.logits = logits; tape.routing = routing; tape.expertIn = expertIn
             tape.groups = groups; tape.yOfSlot = yOfSlot
         }
         if spec.gemma4Style, let dense, let n1 = w.postNorm1, let n2 = w.postNorm2 {

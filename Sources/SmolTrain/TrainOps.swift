@@ -10,26 +10,6 @@ import SmolKernels
 //
 // Each backward here has a Float64 finite-difference check in SmolTrainTests (TrainOpsTests).
 
-/// Runs `body(i)` for i in 0..<count over the cores when there is enough work.
-@inlinable
-func trainParallelFor(_ count: Int, grain: Int = 1, _ body: (Int) -> Void) {
-    if count <= 0 { return }
-    let chunk = max(1, grain)
-    let tasks = (count + chunk - 1) / chunk
-    if tasks <= 1 {
-        for i in 0..<count { body(i) }
-        return
-    }
-    // The bodies write disjoint rows through raw pointers (race free by construction).
-    withoutActuallyEscaping(body) { escaping in
-        nonisolated(unsafe) let work = escaping
-        DispatchQueue.concurrentPerform(iterations: tasks) { task in
-            let start = task * chunk
-            for i in start..<min(count, start + chunk) { work(i) }
-        }
-    }
-}
-
 /// The training ops, on Float32 arrays. Every matrix product goes through `cblas_sgemm`.
 public enum TrainOps {
     /// C[m, n] = alpha · op(A) · op(B) + beta · C with leading dimensions (row-major cblas_sgemm).
@@ -121,7 +101,7 @@ public enum TrainOps {
         var dx = [Float](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { xp in dy.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { op in
             let xb = xp.baseAddress!, db = dp.baseAddress!, ob = op.baseAddress!
-            trainParallelFor(rows, grain: max(1, 16384 / max(dim, 1))) { r in
+            parallelFor(rows, grain: max(1, 16384 / max(dim, 1))) { r in
                 let xr = xb + r * dim, dr = db + r * dim, o = ob + r * dim
                 var ss: Float = 0
                 for i in 0..<dim { ss += xr[i] * xr[i] }
@@ -189,7 +169,7 @@ public enum TrainOps {
                 let d = dp.baseAddress!, g = gp.baseAddress!, u = upp.baseAddress!
                 let og = dgp.baseAddress!, ou = dup.baseAddress!
                 let chunk = 16384, n = gp.count
-                trainParallelFor((n + chunk - 1) / chunk) { c in
+                parallelFor((n + chunk - 1) / chunk) { c in
                     let start = c * chunk
                     gatedBackwardLoop(d + start, g + start, u + start, og + start, ou + start, min(chunk, n - start), act)
                 }
@@ -236,7 +216,7 @@ public enum TrainOps {
                                        options: AttentionOptions, sink: Float?,
                                        into p: UnsafeMutablePointer<Float>, capped: UnsafeMutablePointer<Float>?) {
         gemm(transA: false, transB: true, m: T, n: S, k: Dh, q, lda: ldq, k, ldb: ldk, beta: 0, p, ldc: S)
-        trainParallelFor(T, grain: max(1, 8192 / max(S, 1))) { t in
+        parallelFor(T, grain: max(1, 8192 / max(S, 1))) { t in
             let row = p + t * S
             let (lo, hi) = Kernels.visibleRange(position: queryStart + t, keys: S, window: options.window)
             for j in 0..<S {
@@ -315,7 +295,7 @@ public enum TrainOps {
                      beta: 1, dvp.baseAddress! + kvh * Dh, ldc: Hkv * Dh)
                 // dS (in place in dP), then through the cap, into d(q·k) (the scale goes into the gemms).
                 let cap = options.softcap, cb = cap == nil ? nil : cp.baseAddress
-                trainParallelFor(T, grain: max(1, 8192 / max(S, 1))) { t in
+                parallelFor(T, grain: max(1, 8192 / max(S, 1))) { t in
                     let pr = P + t * S, dr = dP + t * S
                     var dot: Float = 0
                     for j in 0..<S { dot += pr[j] * dr[j] }
@@ -377,7 +357,7 @@ public enum TrainOps {
         var perRow = [Double](repeating: 0, count: R)
         logits.withUnsafeMutableBufferPointer { lp in perRow.withUnsafeMutableBufferPointer { pr in
             let base = lp.baseAddress!, prb = pr.baseAddress!
-            trainParallelFor(R, grain: max(1, 65536 / max(V, 1))) { r in
+            parallelFor(R, grain: max(1, 65536 / max(V, 1))) { r in
                 let row = base + r * V
                 let label = labels[r]
                 guard label >= 0 && label < V else { for i in 0..<V { row[i] = 0 }; return }

@@ -22,12 +22,6 @@ import SmolTestSupport
         }
     }
 
-    func relativeError(_ a: [Float], _ ref: [Float]) -> Float {
-        var num: Float = 0, den: Float = 0
-        for i in a.indices { num = max(num, abs(a[i] - ref[i])); den = max(den, abs(ref[i])) }
-        return den == 0 ? num : num / den
-    }
-
     /// llama (dense) and qwen3_moe (per-expert checkpoint, attention + per-expert LoRA). The step is
     /// compared on llama only: two of qwen3_moe's gradient elements sit near AdamW's eps, where the
     /// update follows the gradient's own Float32 noise (the library test bounds those separately).

@@ -15,13 +15,6 @@ let logitTolerance: Float = 1e-4
 /// The GGUF-capable dense fixtures (gemma4 has no llama.cpp mapping yet).
 let ggufArchitectures = ["llama", "smollm3", "qwen3", "gemma2", "gemma3"]
 
-func maxRelativeError(_ a: [Float], _ ref: [Float]) -> Float {
-    precondition(a.count == ref.count)
-    var num: Float = 0, den: Float = 0
-    for i in a.indices { num = max(num, abs(a[i] - ref[i])); den = max(den, abs(ref[i])) }
-    return den == 0 ? num : num / den
-}
-
 struct FixtureReference {
     let file: SafetensorsFile
     init(_ arch: String) throws {
@@ -56,7 +49,7 @@ let fixtureOptions = EngineOptions.transformersSDPA
         let fromGGUF = try Engine.load(gguf, options: fixtureOptions)
         let fromHF = try Engine.load(Fixtures.hf(arch).path, options: fixtureOptions)
         let logits = try fromGGUF.forward(ids).logits
-        let err = maxRelativeError(logits, try ref.floats("logits"))
+        let err = relativeError(logits, try ref.floats("logits"))
         #expect(err < logitTolerance, "\(arch) GGUF logits vs transformers: \(err)")
         #expect(logits == (try fromHF.forward(ids).logits), "\(arch): GGUF and HF paths differ")
 
@@ -86,7 +79,7 @@ let fixtureOptions = EngineOptions.transformersSDPA
         let b = try Engine.load(back, options: fixtureOptions).forward(ids).logits
         #expect(a == b)
         // And still close to the F32 transformers logits (half precision weights: looser).
-        #expect(maxRelativeError(a, try FixtureReference("llama").floats("logits")) < 2e-2)
+        #expect(relativeError(a, try FixtureReference("llama").floats("logits")) < 2e-2)
     }
 
     /// The gemma GGUF path keeps the stored 1 + w norm weights and applies them as x̂ · w.

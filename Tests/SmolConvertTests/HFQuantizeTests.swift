@@ -94,12 +94,12 @@ func referenceLogits(_ folder: URL) throws -> (ids: [Int], logits: [Float]) {
         let (ids, expected) = try referenceLogits(folder)
         let logits = try Engine.load(folder.path, options: .transformersSDPA).forward(ids).logits
         let f32Path = try SafetensorsFile(path: folder.appendingPathComponent("reference_f32path.safetensors").path)
-        let err = maxRelativeError(logits, try loadFloat(f32Path, "logits"))
+        let err = relativeError(logits, try loadFloat(f32Path, "logits"))
         #expect(err < nf4LogitTolerance, "\(fixture): logits vs bitsandbytes (F32 path) \(err)")
-        let other = maxRelativeError(logits, expected)
+        let other = relativeError(logits, expected)
         #expect(other < nf4OtherMachineTolerance, "\(fixture): logits vs reference.safetensors \(other)")
         // And far nearer to bitsandbytes' logits than the F32 model is.
-        #expect(other * 10 < maxRelativeError(try FixtureReference("llama").floats("logits"), expected))
+        #expect(other * 10 < relativeError(try FixtureReference("llama").floats("logits"), expected))
     }
 
     /// `quantize --format mlx` of the llama fixture = mlx-lm's `convert -q` (quantize_model +
@@ -150,10 +150,10 @@ func referenceLogits(_ folder: URL) throws -> (ids: [Int], logits: [Float]) {
         _ = try Quantizer.quantize(input: Fixtures.hf("llama").path, output: out, options: options)
         let (ids, mlxLogits) = try referenceLogits(quantFixture(fixture))
         let logits = try Engine.load(out, options: .transformersSDPA).forward(ids).logits
-        let err = maxRelativeError(logits, mlxLogits)
+        let err = relativeError(logits, mlxLogits)
         #expect(err < mlxLogitTolerance, "\(fixture): logits vs mlx-lm \(err)")
         let f32 = try FixtureReference("llama").floats("logits")
-        let quantErr = maxRelativeError(logits, f32)
+        let quantErr = relativeError(logits, f32)
         #expect(quantErr < mlxVersusF32Budget[bits]!, "MLX \(bits)-bit vs F32 logits: \(quantErr)")
         #expect(quantErr > 0, "the quantized model should differ from the F32 one")
     }

@@ -140,9 +140,9 @@ private func matches(_ v: GGUFValue, type: String, value: Any) -> Bool {
         let la = try Engine.load(a, options: fixtureOptions).forward(ids).logits
         let lb = try Engine.load(b, options: fixtureOptions).forward(ids).logits
         let lc = try Engine.load(c, options: fixtureOptions).forward(ids).logits
-        #expect(maxRelativeError(la, want) < logitTolerance, "\(fixture) F32: \(maxRelativeError(la, want))")
-        #expect(maxRelativeError(lb, want) < moeF16LogitTolerance, "\(fixture) F16: \(maxRelativeError(lb, want))")
-        #expect(maxRelativeError(lb, lc) < logitTolerance, "\(fixture) F16 vs its exact F32 widening: \(maxRelativeError(lb, lc))")
+        #expect(relativeError(la, want) < logitTolerance, "\(fixture) F32: \(relativeError(la, want))")
+        #expect(relativeError(lb, want) < moeF16LogitTolerance, "\(fixture) F16: \(relativeError(lb, want))")
+        #expect(relativeError(lb, lc) < logitTolerance, "\(fixture) F16 vs its exact F32 widening: \(relativeError(lb, lc))")
     }
 
     /// GGUF → HF goes back through the same rewrite (config.json beside the GGUF): the F32 GGUF of
@@ -275,10 +275,10 @@ private func matches(_ v: GGUFValue, type: String, value: Any) -> Bool {
         let ids = try ref.ints("input_ids")
         let lq = try Engine.load(q, options: fixtureOptions).forward(ids).logits
         let lb = try Engine.load(back, options: fixtureOptions).forward(ids).logits
-        #expect(maxRelativeError(lq, lb) < logitTolerance, "\(fixture): quantized vs its dequantization \(maxRelativeError(lq, lb))")
+        #expect(relativeError(lq, lb) < logitTolerance, "\(fixture): quantized vs its dequantization \(relativeError(lq, lb))")
         // Q4_K_M on random tiny models whose routing flips: measured worst 0.54 (qwen3_moe); a
         // layout error gives unrelated logits (≳ 1).
-        let err = maxRelativeError(lq, try ref.floats("logits"))
+        let err = relativeError(lq, try ref.floats("logits"))
         #expect(err > 0 && err < 0.6, "\(fixture): \(err)")
     }
 }

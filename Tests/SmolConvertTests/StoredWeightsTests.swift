@@ -36,7 +36,7 @@ let storedTolerance: Float = 1e-5
         for n in [1, 3, 8] {   // matvec path: one token fused, several tokens through scratch rows
             let a = try stored.forward(Array(ids.prefix(n))).logits
             let b = try plain.forward(Array(ids.prefix(n))).logits
-            let err = maxRelativeError(a, b)
+            let err = relativeError(a, b)
             #expect(err < storedTolerance, "\(mix) T=\(n): \(err)")
         }
         // Decode steps (one token each, cache growing) give the same greedy continuation.
@@ -61,7 +61,7 @@ let storedTolerance: Float = 1e-5
         let plain = try Engine.load(model.path, options: EngineOptions(storedWeights: false))
         #expect(stored.usesStoredWeights)
         let prompt = [2, 818, 5279, 529]   // <bos> and three words
-        let err = maxRelativeError(try stored.forward(prompt).logits, try plain.forward(prompt).logits)
+        let err = relativeError(try stored.forward(prompt).logits, try plain.forward(prompt).logits)
         #expect(err < storedTolerance, "real model T=4: \(err)")
         #expect(try stored.generate(prompt, maxNewTokens: 6) == (try plain.generate(prompt, maxNewTokens: 6)))
     }

@@ -18,14 +18,6 @@ let lossTolerance: Float = 1e-5
 let promptLength = 8
 let newTokens = 12
 
-/// max |a − b| / max |ref|
-func relativeError(_ a: [Float], _ ref: [Float]) -> Float {
-    precondition(a.count == ref.count)
-    var num: Float = 0, den: Float = 0
-    for i in a.indices { num = max(num, abs(a[i] - ref[i])); den = max(den, abs(ref[i])) }
-    return den == 0 ? num : num / den
-}
-
 struct Reference {
     let file: SafetensorsFile
     init(_ arch: String) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SmolTestSupport
 import SmolTensor
 import SmolKernels
 import SmolQuant

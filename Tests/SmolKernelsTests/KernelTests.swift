@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SmolTestSupport
 import SmolTensor
 @testable import SmolKernels
 
@@ -8,14 +9,6 @@ import SmolTensor
 /// ulps of the largest magnitude involved: 1e-5 relative leaves room for sums over a few hundred
 /// terms without hiding a real indexing or masking bug (which shows up as O(1) differences).
 let kernelTolerance: Float = 1e-5
-
-/// max |a − b| / max |b|
-func relativeError(_ a: [Float], _ b: [Float]) -> Float {
-    precondition(a.count == b.count)
-    var num: Float = 0, den: Float = 0
-    for i in a.indices { num = max(num, abs(a[i] - b[i])); den = max(den, abs(b[i])) }
-    return den == 0 ? num : num / den
-}
 
 /// Deterministic pseudo-random numbers (SplitMix64), so failures reproduce.
 struct SeededRandom {

@@ -18,14 +18,6 @@ let gradientTolerance: Float = 1e-4
 /// parameters agree to Float32 rounding of p − 1e-2·(±1): 1e-5 relative of the tensor's largest entry.
 let stepTolerance: Float = 1e-5
 
-/// max |a − b| / max |ref|
-func relativeError(_ a: [Float], _ ref: [Float]) -> Float {
-    precondition(a.count == ref.count)
-    var num: Float = 0, den: Float = 0
-    for i in a.indices { num = max(num, abs(a[i] - ref[i])); den = max(den, abs(ref[i])) }
-    return den == 0 ? num : num / den
-}
-
 /// The fixture's base model, its PEFT adapter and torch's reference values.
 struct LoRAFixture {
     let arch: String
