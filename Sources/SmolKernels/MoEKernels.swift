@@ -69,8 +69,26 @@ public protocol ExpertStore: Sendable {
     var scratchCount: Int { get }
     /// Calls `body` with expert `e`'s matrices as Float32, dequantizing into `scratch` (at least
     /// `scratchCount` floats) when held quantized; `reference` selects the plain dequantizer twin.
-    func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
+    /// Only the matrices in `parts` need be valid (a quantized store decodes just those).
+    func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool, parts: ExpertParts,
                        _ body: (ExpertMatrices) throws -> R) throws -> R
+}
+
+/// Which of an expert's matrices a caller reads.
+public struct ExpertParts: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public static let gateUp = ExpertParts(rawValue: 1)
+    public static let down = ExpertParts(rawValue: 2)
+    public static let all: ExpertParts = [.gateUp, .down]
+}
+
+extension ExpertStore {
+    /// `withExpert` with all three matrices valid.
+    public func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
+                              _ body: (ExpertMatrices) throws -> R) throws -> R {
+        try withExpert(e, scratch: scratch, reference: reference, parts: .all, body)
+    }
 }
 
 /// Float32 experts: gate and up [E, I, D], down [E, D, I] (each expert's matrices contiguous).
@@ -98,7 +116,7 @@ public struct DenseExpertStore: ExpertStore {
         self.gateBias = gateBias; self.upBias = upBias; self.downBias = downBias
     }
 
-    public func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
+    public func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool, parts: ExpertParts,
                               _ body: (ExpertMatrices) throws -> R) throws -> R {
         precondition(e >= 0 && e < numExperts, "expert \(e) out of range")
         let m = hiddenSize * intermediateSize
@@ -392,4 +410,50 @@ final class ExpertQueue: @unchecked Sendable {   // all state under `lock`
 
     var failure: (any Error)? { lock.lock(); defer { lock.unlock() }; return firstError }
     private var firstError: (any Error)?
+}
+
+extension Kernels {
+    /// Runs `body(e, scratch, work)` for every expert of `order` (largest groups first is best),
+    /// spread over the cores: one worker per core takes the next expert from a shared queue, each
+    /// with its own `scratchCount`-float dequantization scratch and `workCount`-float work buffer
+    /// (for `gemmRows`), allocated once. One expert's products are too small for BLAS to thread well
+    /// (≈ T·K/E rows), so the parallelism comes from here and BLAS runs single-threaded inside
+    /// (`BLASThreading.single`). `body` must write only its own expert's rows of shared outputs.
+    /// The first error stops the queue and is rethrown.
+    public static func forEachExpert(_ order: [Int], scratchCount: Int, workCount: Int = 0,
+                                     _ body: (_ expert: Int, _ scratch: UnsafeMutablePointer<Float>,
+                                              _ work: UnsafeMutablePointer<Float>) throws -> Void) throws {
+        if order.isEmpty { return }
+        let workers = max(1, min(order.count, ProcessInfo.processInfo.activeProcessorCount))
+        let next = ExpertQueue()
+        try withoutActuallyEscaping(body) { escaping in
+            nonisolated(unsafe) let work = escaping
+            BLASThreading.single {
+                DispatchQueue.concurrentPerform(iterations: workers) { _ in
+                    var scratch = [Float](repeating: 0, count: max(1, scratchCount))
+                    var buffer = [Float](repeating: 0, count: max(1, workCount))
+                    scratch.withUnsafeMutableBufferPointer { sp in buffer.withUnsafeMutableBufferPointer { bp in
+                        while let i = next.take(order.count) {
+                            do { try work(order[i], sp.baseAddress!, bp.baseAddress!) } catch { next.fail(error) }
+                        }
+                    } }
+                }
+            }
+            if let failure = next.failure { throw failure }
+        }
+    }
+}
+
+/// OpenBLAS's own thread count, narrowed while the caller parallelises over independent products.
+public enum BLASThreading {
+    /// Runs `body` with OpenBLAS single-threaded (each calling thread computes its own product),
+    /// restoring the previous count afterwards. The count is process-wide: BLAS calls made
+    /// meanwhile by other threads also run single-threaded (slower, and rounded differently in
+    /// the last bits where OpenBLAS splits a product by thread count).
+    public static func single<R>(_ body: () throws -> R) rethrows -> R {
+        let previous = openblas_get_num_threads()
+        if previous > 1 { openblas_set_num_threads(1) }
+        defer { if previous > 1 { openblas_set_num_threads(previous) } }
+        return try body()
+    }
 }

@@ -20,6 +20,9 @@ public struct TrainOptions: Sendable, Equatable {
     /// block dequantizes the whole output layer twice (forward and backward), which on Gemma 3 270M
     /// (Q6_K, 168 M weights) cost more than the blocks saved (5.2 → 10 s a 256-token step).
     public var quantizedHeadBlockElements: Int
+    /// Carry the backward down to the embeddings even below the lowest layer with a LoRA pair (the
+    /// twin of the default, which stops there as autograd does: the same gradients, for tests).
+    public var fullBackward = false
     public init(attentionSoftcapping: Bool = true, headBlockElements: Int = 1 << 26, quantizedHeadBlockElements: Int = 1 << 28) {
         self.attentionSoftcapping = attentionSoftcapping
         self.headBlockElements = headBlockElements
@@ -119,8 +122,12 @@ public final class LoRAModel: Sendable {
         dh = TrainOps.rmsNormBackward(dh, input: hLast, rows: T, dim: D, weight: model.weights.finalNorm,
                                       eps: spec.normEps, weighting: spec.normWeighting)
         var dKV = [Int: (dk: [Float], dv: [Float])]()
-        for i in stride(from: spec.layers.count - 1, through: 0, by: -1) {
-            dh = try layerBackward(i, tape: tapes[i], dh: dh, adapter: adapter, gradients: &gradients, dKV: &dKV)
+        // Layers below the lowest one with a LoRA pair train nothing: as autograd, stop there (and
+        // that layer skips its own input gradient).
+        let lowest = options.fullBackward ? 0 : adapter.pairs.keys.map(\.layer).min() ?? spec.layers.count
+        for i in stride(from: spec.layers.count - 1, through: lowest, by: -1) {
+            dh = try layerBackward(i, tape: tapes[i], dh: dh, adapter: adapter, needInput: options.fullBackward || i > lowest,
+                                   gradients: &gradients, dKV: &dKV)
             tapes[i] = LayerTape()   // free as we go
         }
         return result
@@ -369,9 +376,10 @@ public final class LoRAModel: Sendable {
         }
     }
 
-    /// dh of the layer's output → dh of its input.
-    func layerBackward(_ i: Int, tape: LayerTape, dh dhOut: [Float], adapter: LoRAAdapter, gradients: inout LoRAAdapter,
-                       dKV: inout [Int: (dk: [Float], dv: [Float])]) throws -> [Float] {
+    /// dh of the layer's output → dh of its input. needInput: whether an earlier layer trains (if
+    /// not, the returned dh is not needed, and the parts that only feed it may be skipped).
+    func layerBackward(_ i: Int, tape: LayerTape, dh dhOut: [Float], adapter: LoRAAdapter, needInput: Bool = true,
+                       gradients: inout LoRAAdapter, dKV: inout [Int: (dk: [Float], dv: [Float])]) throws -> [Float] {
         let layer = spec.layers[i], lw = model.weights.layers[i]
         let T = tape.hIn.count / spec.hiddenSize, D = spec.hiddenSize
         let Dh = layer.headDim, H = layer.heads, Hkv = layer.kvHeads
@@ -395,8 +403,10 @@ public final class LoRAModel: Sendable {
         let dm = lw.mlpOutNorm.map { TrainOps.rmsNormBackward(dh, input: tape.mRaw, rows: T, dim: D, weight: $0, eps: eps, weighting: weighting) } ?? dh
         var dx2 = [Float](repeating: 0, count: T * D)
         var dDense: [Float]? = dm
+        let attentionTrains = [LoRAModule.q, .k, .v, .o].contains { adapter.pairs[LoRAKey(layer: i, module: $0)] != nil }
         if let moeTape = tape.moe {
-            let r = try moeBackward(layer: i, tape: moeTape, dout: dm, residual: tape.hMid, tokens: T, adapter: adapter, gradients: &gradients)
+            let r = try moeBackward(layer: i, tape: moeTape, dout: dm, residual: tape.hMid, tokens: T, adapter: adapter,
+                                    needInput: needInput || attentionTrains, gradients: &gradients)
             Kernels.add(&dh, r.dResidual)
             Kernels.add(&dx2, r.dNormed)
             dDense = r.dDense
@@ -411,6 +421,7 @@ public final class LoRAModel: Sendable {
             projectBackward(du, x: tape.x2, rows: T, inDim: D, weight: lw.up, outDim: F, key: LoRAKey(layer: i, module: .up),
                             tape: tape, adapter: adapter, gradients: &gradients, dx: &dx2)
         }
+        if !needInput && !attentionTrains { return dh }   // nothing below this point trains
         Kernels.add(&dh, TrainOps.rmsNormBackward(dx2, input: tape.hMid, rows: T, dim: D, weight: lw.mlpNorm, eps: eps, weighting: weighting))
 
         // Attention block: h += outNorm?(o(attention(q, k, v))).

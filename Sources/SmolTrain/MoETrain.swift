@@ -41,13 +41,49 @@ struct SharedTape {
     var g: [Float], u: [Float], out: [Float], sigma: [Float]   // [T, S], [T, S], [T, D], [T]
 }
 
-/// Expert e's LoRA matrices, contiguous: A_e [r, in] and B_e [out, r].
-func expertLoRA(_ p: LoRAPair, expert e: Int, experts E: Int) -> (a: [Float], b: [Float]) {
-    let r = p.rank / E
-    let a = Array(p.a[(e * r * p.inDim)..<((e + 1) * r * p.inDim)])
-    var b = [Float](repeating: 0, count: p.outDim * r)
-    for o in 0..<p.outDim { for j in 0..<r { b[o * r + j] = p.b[o * p.rank + j * E + e] } }
-    return (a, b)
+/// A stacked PEFT pair seen per expert: A_e is rows e·r ..< (e+1)·r of A [E·r, in]; B_e [out, r] is
+/// gathered once from B [out, E·r] (column j·E + e) into expert-major order, so that each expert's
+/// slice is contiguous (gathering it per expert touched a cache line per element: 7 % of the MoE step).
+struct ExpertLoRA {
+    let pair: LoRAPair
+    let experts: Int
+    let bByExpert: [Float]   // [E, out, r]
+    var r: Int { pair.rank / experts }
+
+    init(_ p: LoRAPair, experts E: Int) {
+        pair = p; experts = E
+        let r = p.rank / E, out = p.outDim
+        bByExpert = [Float](unsafeUninitializedCapacity: out * p.rank) { be, count in
+            p.b.withUnsafeBufferPointer { bp in
+                for o in 0..<out {
+                    let row = bp.baseAddress! + o * p.rank   // one row of B, read from L1 by every expert
+                    for e in 0..<E { for j in 0..<r { be[(e * out + o) * r + j] = row[j * E + e] } }
+                }
+            }
+            count = out * p.rank
+        }
+    }
+
+    /// Expert e's A_e [r, in] and B_e [out, r].
+    func matrices(_ e: Int) -> (a: [Float], b: [Float]) {
+        let na = r * pair.inDim, nb = pair.outDim * r
+        return (Array(pair.a[(e * na)..<((e + 1) * na)]), Array(bByExpert[(e * nb)..<((e + 1) * nb)]))
+    }
+}
+
+/// The gradient of a stacked pair while experts add to it concurrently: A's rows go straight into
+/// the stacked gradient (each expert owns its rows), B's into an expert-major buffer folded back
+/// into [out, E·r] once at the end.
+struct ExpertLoRAGradient: @unchecked Sendable {   // experts write disjoint ranges
+    let a: UnsafeMutablePointer<Float>      // [E·r, in]
+    let b: UnsafeMutablePointer<Float>      // [E, out, r]
+    let r: Int, inDim: Int, outDim: Int
+
+    func add(expert e: Int, gradA: [Float], gradB: [Float]) {
+        let na = r * inDim, nb = outDim * r
+        for j in 0..<na { a[e * na + j] += gradA[j] }
+        for j in 0..<nb { b[e * nb + j] += gradB[j] }
+    }
 }
 
 extension LoRAModel {
@@ -74,31 +110,35 @@ extension LoRAModel {
         // Group the T·K slots by expert (token order within an expert, as the engine).
         var slotsOf = [[Int]](repeating: [], count: E)
         for s in 0..<(T * K) { slotsOf[routing.experts[s]].append(s) }
-        let gu = adapter.pairs[LoRAKey(layer: i, module: .expertsGateUp)]
-        let dn = adapter.pairs[LoRAKey(layer: i, module: .expertsDown)]
+        let gu = adapter.pairs[LoRAKey(layer: i, module: .expertsGateUp)].map { ExpertLoRA($0, experts: E) }
+        let dn = adapter.pairs[LoRAKey(layer: i, module: .expertsDown)].map { ExpertLoRA($0, experts: E) }
         let ls = adapter.config.scale
         var yOfSlot = [Float](repeating: 0, count: T * K * D)
-        var scratch = [Float](repeating: 0, count: max(1, store.scratchCount))
-        var groups: [ExpertGroup] = []
-        for e in 0..<E where !slotsOf[e].isEmpty {
-            var g = ExpertGroup(expert: e, slots: slotsOf[e])
-            let n = g.slots.count
-            var xs = [Float](repeating: 0, count: n * D)
-            for (j, s) in g.slots.enumerated() { for d in 0..<D { xs[j * D + d] = expertIn[(s / K) * D + d] } }
-            try scratch.withUnsafeMutableBufferPointer { sp in
-                try store.withExpert(e, scratch: sp.baseAddress!, reference: false) { m in
+        // Experts spread over the cores (largest groups first); each writes only its own slots of
+        // yOfSlot and its own entry of groupOf.
+        let order = (0..<E).filter { !slotsOf[$0].isEmpty }.sorted { slotsOf[$0].count > slotsOf[$1].count }
+        var groupOf = [ExpertGroup?](repeating: nil, count: E)
+        try yOfSlot.withUnsafeMutableBufferPointer { yop in try groupOf.withUnsafeMutableBufferPointer { gop in
+            nonisolated(unsafe) let yOut = yop.baseAddress!, groupOut = gop.baseAddress!
+            let most = order.first.map { slotsOf[$0].count } ?? 0
+            let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
+            try Kernels.forEachExpert(order, scratchCount: store.scratchCount, workCount: workCount) { e, scratch, work in
+                var g = ExpertGroup(expert: e, slots: slotsOf[e])
+                let n = g.slots.count
+                var xs = [Float](repeating: 0, count: n * D)
+                for (j, s) in g.slots.enumerated() { for d in 0..<D { xs[j * D + d] = expertIn[(s / K) * D + d] } }
+                try store.withExpert(e, scratch: scratch, reference: false) { m in
                     var gate = [Float](repeating: 0, count: n * I), up = gate
                     xs.withUnsafeBufferPointer { xp in gate.withUnsafeMutableBufferPointer { gp in up.withUnsafeMutableBufferPointer { upp in
-                        TrainOps.gemm(transA: false, transB: true, m: n, n: I, k: D, xp.baseAddress!, lda: D, m.gate, ldb: D, beta: 0, gp.baseAddress!, ldc: I)
-                        TrainOps.gemm(transA: false, transB: true, m: n, n: I, k: D, xp.baseAddress!, lda: D, m.up, ldb: D, beta: 0, upp.baseAddress!, ldc: I)
+                        Kernels.gemmRows(transposedWeight: true, n: n, outDim: I, k: D, xp.baseAddress!, ldx: D, m.gate, ldw: D, accumulate: false, gp.baseAddress!, ldc: I, work: work)
+                        Kernels.gemmRows(transposedWeight: true, n: n, outDim: I, k: D, xp.baseAddress!, ldx: D, m.up, ldw: D, accumulate: false, upp.baseAddress!, ldc: I, work: work)
                     } } }
                     if let bg = store.gateBias, let bu = store.upBias {
                         for j in 0..<n { for c in 0..<I { gate[j * I + c] += bg[e * I + c]; up[j * I + c] += bu[e * I + c] } }
                     }
                     if let gu {
                         // [gate | up] += s · (x · A_eᵀ) · B_eᵀ: B_e's first I rows feed gate, the next I up.
-                        let (a, b) = expertLoRA(gu, expert: e, experts: E)
-                        let r = gu.rank / E
+                        let (a, b) = gu.matrices(e), r = gu.r
                         let u = Kernels.matmul(xs, rows: n, inDim: D, weight: a, outDim: r)      // [n, r]
                         let delta = Kernels.matmul(u, rows: n, inDim: r, weight: b, outDim: 2 * I) // [n, 2I]
                         // gpt_oss interleaves the 2I outputs (2c gate, 2c + 1 up); the others stack them.
@@ -113,23 +153,25 @@ extension LoRAModel {
                     for c in act.indices { act[c] = expertActivation(gate[c], up[c], spec.activation) }
                     var y = [Float](repeating: 0, count: n * D)
                     act.withUnsafeBufferPointer { ap in y.withUnsafeMutableBufferPointer { yp in
-                        TrainOps.gemm(transA: false, transB: true, m: n, n: D, k: I, ap.baseAddress!, lda: I, m.down, ldb: I, beta: 0, yp.baseAddress!, ldc: D)
+                        Kernels.gemmRows(transposedWeight: true, n: n, outDim: D, k: I, ap.baseAddress!, ldx: I, m.down, ldw: I, accumulate: false, yp.baseAddress!, ldc: D, work: work)
                     } }
                     if let bd = store.downBias { for j in 0..<n { for d in 0..<D { y[j * D + d] += bd[e * D + d] } } }
                     if let dn {
-                        let (a, b) = expertLoRA(dn, expert: e, experts: E)
-                        let r = dn.rank / E
+                        let (a, b) = dn.matrices(e), r = dn.r
                         let u = Kernels.matmul(act, rows: n, inDim: I, weight: a, outDim: r)     // [n, r]
                         let delta = Kernels.matmul(u, rows: n, inDim: r, weight: b, outDim: D)   // [n, D]
                         for c in y.indices { y[c] += ls * delta[c] }
                         if keep { g.uDown = u }
                     }
-                    for (j, s) in g.slots.enumerated() { for d in 0..<D { yOfSlot[s * D + d] = y[j * D + d] } }
+                    y.withUnsafeBufferPointer { yp in
+                        for (j, s) in g.slots.enumerated() { (yOut + s * D).update(from: yp.baseAddress! + j * D, count: D) }
+                    }
                     if keep { g.gate = gate; g.up = up; g.act = act }
                 }
+                (groupOut + e).pointee = g
             }
-            groups.append(g)
-        }
+        } }
+        let groups = groupOf.compactMap { $0 }   // expert order, as the backward expects
         // out[t] = Σ_k w[t,k] · y[t,k] in slot order (as the engine sums).
         var y = [Float](repeating: 0, count: T * D)
         for t in 0..<T { for k in 0..<K {
@@ -168,8 +210,9 @@ extension LoRAModel {
     }
 
     /// Backward of `moeForward`: d(out) → (d residual, d normed, d dense), LoRA gradients added.
+    /// needInput: whether anything upstream trains (false: d residual and d normed come back zero).
     func moeBackward(layer i: Int, tape: MoETape, dout: [Float], residual: [Float], tokens T: Int,
-                     adapter: LoRAAdapter, gradients: inout LoRAAdapter) throws
+                     adapter: LoRAAdapter, needInput: Bool = true, gradients: inout LoRAAdapter) throws
         -> (dResidual: [Float], dNormed: [Float], dDense: [Float]?) {
         let spec = self.spec.layers[i].moe!, w = model.weights.layers[i].moe!
         let D = self.spec.hiddenSize, E = spec.experts, K = spec.topK, I = spec.intermediateSize
@@ -185,7 +228,7 @@ extension LoRAModel {
         }
 
         // Shared expert: y += σ(x · gᵀ) · down(act(x · Gᵀ) · (x · Uᵀ)).
-        if let sh = tape.shared, let S = spec.sharedExpertSize, let sg = w.sharedGate, let su = w.sharedUp,
+        if needInput, let sh = tape.shared, let S = spec.sharedExpertSize, let sg = w.sharedGate, let su = w.sharedUp,
            let sd = w.sharedDown, let gateW = w.sharedExpertGate {
             var dShared = dy, dgl = [Float](repeating: 0, count: T)
             for t in 0..<T {
@@ -201,70 +244,96 @@ extension LoRAModel {
             TrainOps.linearBackward(du, rows: T, outDim: S, weight: su, inDim: D, into: &dNormed)
         }
 
-        // Experts, per group; dw of each slot = dy[t] · y[t,k].
+        // Experts, per group, spread over the cores. Without `needInput` nothing upstream of the
+        // block trains, so the block's input gradient (the gate/up products' dx, the routing and
+        // shared-expert backward) is skipped, as autograd skips it for an input that needs no grad.
         var weights = tape.routing.weights
         if let pes = w.perExpertScale { for s in weights.indices { weights[s] *= pes[tape.routing.experts[s]] } }
+        let guKey = LoRAKey(layer: i, module: .expertsGateUp), dnKey = LoRAKey(layer: i, module: .expertsDown)
+        let gu = adapter.pairs[guKey].map { ExpertLoRA($0, experts: E) }, dn = adapter.pairs[dnKey].map { ExpertLoRA($0, experts: E) }
+        let ls = adapter.config.scale
+        var dxOfSlot = [Float](repeating: 0, count: needInput ? T * K * D : 0)   // [T·K, D] each slot's dx
+        var guGrad = gradients.pairs.removeValue(forKey: guKey), dnGrad = gradients.pairs.removeValue(forKey: dnKey)
+        let byExpert = tape.groups.sorted { $0.slots.count > $1.slots.count }
+        var groupAt = [Int](repeating: -1, count: E)
+        for (j, g) in tape.groups.enumerated() { groupAt[g.expert] = j }
+        try withExpertGradients(&guGrad, experts: E) { guG in try withExpertGradients(&dnGrad, experts: E) { dnG in
+            try dxOfSlot.withUnsafeMutableBufferPointer { dxp in
+                nonisolated(unsafe) let dxOut = needInput ? dxp.baseAddress : nil, guOut = guG, dnOut = dnG
+                let most = byExpert.first?.slots.count ?? 0
+                let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
+                try Kernels.forEachExpert(byExpert.map(\.expert), scratchCount: store.scratchCount, workCount: workCount) { e, scratch, work in
+                    let g = tape.groups[groupAt[e]], n = g.slots.count
+                    var dyg = [Float](repeating: 0, count: n * D)
+                    var xs = [Float](repeating: 0, count: n * D)
+                    for (j, s) in g.slots.enumerated() {
+                        let t = s / K, wt = weights[s]
+                        for d in 0..<D { dyg[j * D + d] = wt * dy[t * D + d]; xs[j * D + d] = tape.expertIn[t * D + d] }
+                    }
+                    // Without `needInput` the backward reads only down (gate/up's dx is not formed).
+                    try store.withExpert(e, scratch: scratch, reference: false, parts: needInput ? .all : .down) { m in
+                        // down: y = act · Downᵀ (+ LoRA)
+                        var dact = [Float](repeating: 0, count: n * I)
+                        dyg.withUnsafeBufferPointer { dp in dact.withUnsafeMutableBufferPointer { ap in
+                            Kernels.gemmRows(transposedWeight: false, n: n, outDim: I, k: D, dp.baseAddress!, ldx: D, m.down, ldw: I, accumulate: false, ap.baseAddress!, ldc: I, work: work)
+                        } }
+                        if let dn, let dnOut {
+                            let (a, b) = dn.matrices(e), r = dn.r
+                            var gA = [Float](repeating: 0, count: a.count), gB = [Float](repeating: 0, count: b.count)
+                            TrainOps.loraBackward(dyg, x: g.act, u: g.uDown, rows: n, inDim: I, outDim: D, rank: r, scale: ls,
+                                                  a: a, b: b, gradA: &gA, gradB: &gB, dx: &dact)
+                            dnOut.add(expert: e, gradA: gA, gradB: gB)
+                        }
+                        var dgate = [Float](repeating: 0, count: n * I), dup = dgate
+                        for c in 0..<(n * I) {
+                            let (dg, du) = expertActivationDerivatives(g.gate[c], g.up[c], spec.activation)
+                            dgate[c] = dact[c] * dg; dup[c] = dact[c] * du
+                        }
+                        var dx = [Float](repeating: 0, count: needInput ? n * D : 0)
+                        if needInput {
+                            dgate.withUnsafeBufferPointer { gp in dup.withUnsafeBufferPointer { upp in dx.withUnsafeMutableBufferPointer { xp in
+                                Kernels.gemmRows(transposedWeight: false, n: n, outDim: D, k: I, gp.baseAddress!, ldx: I, m.gate, ldw: D, accumulate: false, xp.baseAddress!, ldc: D, work: work)
+                                Kernels.gemmRows(transposedWeight: false, n: n, outDim: D, k: I, upp.baseAddress!, ldx: I, m.up, ldw: D, accumulate: true, xp.baseAddress!, ldc: D, work: work)
+                            } } }
+                        }
+                        if let gu, let guOut {
+                            let (a, b) = gu.matrices(e), r = gu.r
+                            var dgu = [Float](repeating: 0, count: n * 2 * I)                    // [n, 2I] = [dgate | dup]
+                            let (go, uo, st) = spec.interleavedGateUp ? (0, 1, 2) : (0, I, 1)
+                            for j in 0..<n { for c in 0..<I {
+                                dgu[j * 2 * I + go + st * c] = dgate[j * I + c]; dgu[j * 2 * I + uo + st * c] = dup[j * I + c]
+                            } }
+                            var gA = [Float](repeating: 0, count: a.count), gB = [Float](repeating: 0, count: b.count)
+                            TrainOps.loraBackward(dgu, x: xs, u: g.uGateUp, rows: n, inDim: D, outDim: 2 * I, rank: r, scale: ls,
+                                                  a: a, b: b, gradA: &gA, gradB: &gB, dx: &dx, inputGradient: needInput)
+                            guOut.add(expert: e, gradA: gA, gradB: gB)
+                        }
+                        if let dxOut {
+                            dx.withUnsafeBufferPointer { xp in
+                                for (j, s) in g.slots.enumerated() { (dxOut + s * D).update(from: xp.baseAddress! + j * D, count: D) }
+                            }
+                        }
+                    }
+                }
+            }
+        } }
+        if let guGrad { gradients.pairs[guKey] = guGrad }
+        if let dnGrad { gradients.pairs[dnKey] = dnGrad }
+        if !needInput { return (dResidual, dNormed, dDense) }
+
+        // Σ over each token's slots in expert order (the order a sequential loop over the groups adds).
+        var dExpertIn = [Float](repeating: 0, count: T * D)
+        for t in 0..<T {
+            let slots = (0..<K).map { t * K + $0 }.sorted { tape.routing.experts[$0] < tape.routing.experts[$1] }
+            for s in slots { for d in 0..<D { dExpertIn[t * D + d] += dxOfSlot[s * D + d] } }
+        }
+        // dw of each slot = dy[t] · y[t,k].
         var dWeights = [Float](repeating: 0, count: T * K)
         for s in 0..<(T * K) {
             let t = s / K
             var dot: Float = 0
             for d in 0..<D { dot += dy[t * D + d] * tape.yOfSlot[s * D + d] }
             dWeights[s] = dot
-        }
-        var dExpertIn = [Float](repeating: 0, count: T * D)
-        let guKey = LoRAKey(layer: i, module: .expertsGateUp), dnKey = LoRAKey(layer: i, module: .expertsDown)
-        let gu = adapter.pairs[guKey], dn = adapter.pairs[dnKey]
-        let ls = adapter.config.scale
-        var scratch = [Float](repeating: 0, count: max(1, store.scratchCount))
-        for g in tape.groups {
-            let e = g.expert, n = g.slots.count
-            var dyg = [Float](repeating: 0, count: n * D)
-            var xs = [Float](repeating: 0, count: n * D)
-            for (j, s) in g.slots.enumerated() {
-                let t = s / K, wt = weights[s]
-                for d in 0..<D { dyg[j * D + d] = wt * dy[t * D + d]; xs[j * D + d] = tape.expertIn[t * D + d] }
-            }
-            try scratch.withUnsafeMutableBufferPointer { sp in
-                try store.withExpert(e, scratch: sp.baseAddress!, reference: false) { m in
-                    // down: y = act · Downᵀ (+ LoRA)
-                    var dact = [Float](repeating: 0, count: n * I)
-                    dyg.withUnsafeBufferPointer { dp in dact.withUnsafeMutableBufferPointer { ap in
-                        TrainOps.gemm(transA: false, transB: false, m: n, n: I, k: D, dp.baseAddress!, lda: D, m.down, ldb: I, beta: 0, ap.baseAddress!, ldc: I)
-                    } }
-                    if let dn {
-                        let r = dn.rank / E
-                        let (a, b) = expertLoRA(dn, expert: e, experts: E)
-                        var gA = [Float](repeating: 0, count: a.count), gB = [Float](repeating: 0, count: b.count)
-                        TrainOps.loraBackward(dyg, x: g.act, u: g.uDown, rows: n, inDim: I, outDim: D, rank: r, scale: ls,
-                                              a: a, b: b, gradA: &gA, gradB: &gB, dx: &dact)
-                        addExpertGradients(&gradients, dnKey, expert: e, experts: E, gradA: gA, gradB: gB)
-                    }
-                    var dgate = [Float](repeating: 0, count: n * I), dup = dgate
-                    for c in 0..<(n * I) {
-                        let (dg, du) = expertActivationDerivatives(g.gate[c], g.up[c], spec.activation)
-                        dgate[c] = dact[c] * dg; dup[c] = dact[c] * du
-                    }
-                    var dx = [Float](repeating: 0, count: n * D)
-                    dgate.withUnsafeBufferPointer { gp in dup.withUnsafeBufferPointer { upp in dx.withUnsafeMutableBufferPointer { xp in
-                        TrainOps.gemm(transA: false, transB: false, m: n, n: D, k: I, gp.baseAddress!, lda: I, m.gate, ldb: D, beta: 0, xp.baseAddress!, ldc: D)
-                        TrainOps.gemm(transA: false, transB: false, m: n, n: D, k: I, upp.baseAddress!, lda: I, m.up, ldb: D, beta: 1, xp.baseAddress!, ldc: D)
-                    } } }
-                    if let gu {
-                        let r = gu.rank / E
-                        let (a, b) = expertLoRA(gu, expert: e, experts: E)
-                        var dgu = [Float](repeating: 0, count: n * 2 * I)                    // [n, 2I] = [dgate | dup]
-                        let (go, uo, st) = spec.interleavedGateUp ? (0, 1, 2) : (0, I, 1)
-                        for j in 0..<n { for c in 0..<I {
-                            dgu[j * 2 * I + go + st * c] = dgate[j * I + c]; dgu[j * 2 * I + uo + st * c] = dup[j * I + c]
-                        } }
-                        var gA = [Float](repeating: 0, count: a.count), gB = [Float](repeating: 0, count: b.count)
-                        TrainOps.loraBackward(dgu, x: xs, u: g.uGateUp, rows: n, inDim: D, outDim: 2 * I, rank: r, scale: ls,
-                                              a: a, b: b, gradA: &gA, gradB: &gB, dx: &dx)
-                        addExpertGradients(&gradients, guKey, expert: e, experts: E, gradA: gA, gradB: gB)
-                    }
-                    for (j, s) in g.slots.enumerated() { let t = s / K; for d in 0..<D { dExpertIn[t * D + d] += dx[j * D + d] } }
-                }
-            }
         }
         if spec.gemma4Style, let n = w.preNorm2 {
             Kernels.add(&dResidual, TrainOps.rmsNormBackward(dExpertIn, input: residual, rows: T, dim: D, weight: n, eps: eps, weighting: weighting))
@@ -287,17 +356,23 @@ extension LoRAModel {
         return (dResidual, dNormed, dDense)
     }
 
-    /// Adds expert e's [r, in] / [out, r] gradients into the stacked [E·r, in] / [out, E·r] ones.
-    /// The pair is moved out of the dictionary while it is updated (`removeValue`), so its arrays
-    /// are uniquely referenced and change in place: `var p = g.pairs[key]!; …; g.pairs[key] = p`
-    /// copied both stacked arrays on every call — for a 128-expert block ~50 MB per expert, most
-    /// of the MoE backward's time (perf: memmove and page clearing).
-    func addExpertGradients(_ g: inout LoRAAdapter, _ key: LoRAKey, expert e: Int, experts E: Int, gradA: [Float], gradB: [Float]) {
-        guard var p = g.pairs.removeValue(forKey: key) else { return }
-        let r = p.rank / E
-        for j in 0..<(r * p.inDim) { p.a[e * r * p.inDim + j] += gradA[j] }
-        for o in 0..<p.outDim { for j in 0..<r { p.b[o * p.rank + j * E + e] += gradB[o * r + j] } }
-        g.pairs[key] = p
+    /// `body` with the stacked pair's gradient open for concurrent per-expert adds (nil without
+    /// the pair); B's expert-major buffer is folded into [out, E·r] afterwards.
+    func withExpertGradients(_ p: inout LoRAPair?, experts E: Int, _ body: (ExpertLoRAGradient?) throws -> Void) rethrows {
+        guard var q = p else { return try body(nil) }
+        p = nil   // moved out, so the arrays are uniquely referenced and change in place
+        let r = q.rank / E, out = q.outDim
+        var gb = [Float](repeating: 0, count: out * q.rank)   // [E, out, r]
+        try q.a.withUnsafeMutableBufferPointer { ap in try gb.withUnsafeMutableBufferPointer { bp in
+            try body(ExpertLoRAGradient(a: ap.baseAddress!, b: bp.baseAddress!, r: r, inDim: q.inDim, outDim: out))
+        } }
+        q.b.withUnsafeMutableBufferPointer { bp in
+            for o in 0..<out {
+                let row = bp.baseAddress! + o * q.rank
+                for e in 0..<E { for j in 0..<r { row[j * E + e] += gb[(e * out + o) * r + j] } }
+            }
+        }
+        p = q
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SmolKernels
 
 /// AdamW with PyTorch's semantics (`torch.optim.AdamW`, non-amsgrad, non-maximize):
 ///   p ← p · (1 − lr · wd)                       (decoupled weight decay)
@@ -31,15 +32,27 @@ public struct AdamW: Sendable {
         let b2 = Float(beta2), e = Float(eps)
         // torch passes 1 − β as Python floats (Double), rounded to Float32 once.
         let oneMinusB1 = Float(1 - beta1), oneMinusB2 = Float(1 - beta2)
+        let wd = weightDecay != 0
         func apply(_ p: inout [Float], _ g: [Float], _ m: inout [Float], _ v: inout [Float]) {
-            for i in p.indices {
-                if weightDecay != 0 { p[i] *= decay }
-                // torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - β1)(g - m)
-                m[i] += oneMinusB1 * (g[i] - m[i])
-                v[i] = v[i] * b2 + oneMinusB2 * (g[i] * g[i])
-                let denom = v[i].squareRoot() / bc2Sqrt + e
-                p[i] -= stepSize * (m[i] / denom)
-            }
+            // Element-wise (no reduction), so spreading it over the cores and letting LLVM
+            // vectorize the loop changes no result.
+            p.withUnsafeMutableBufferPointer { pp in g.withUnsafeBufferPointer { gp in
+                m.withUnsafeMutableBufferPointer { mp in v.withUnsafeMutableBufferPointer { vp in
+                    let pb = pp.baseAddress!, gb = gp.baseAddress!, mb = mp.baseAddress!, vb = vp.baseAddress!
+                    let n = pp.count, chunk = 1 << 15
+                    parallelFor((n + chunk - 1) / chunk) { c in
+                        for i in (c * chunk)..<min(n, (c + 1) * chunk) {
+                            if wd { pb[i] *= decay }
+                            // torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - β1)(g - m)
+                            let mi = mb[i] + oneMinusB1 * (gb[i] - mb[i])
+                            let vi = vb[i] * b2 + oneMinusB2 * (gb[i] * gb[i])
+                            mb[i] = mi; vb[i] = vi
+                            let denom = vi.squareRoot() / bc2Sqrt + e
+                            pb[i] -= stepSize * (mi / denom)
+                        }
+                    }
+                } }
+            } }
         }
         for key in adapter.keys {
             guard let g = gradients.pairs[key] else { continue }

@@ -60,12 +60,13 @@ public enum TrainOps {
     }
 
     /// Backward of the LoRA branch, given dy [T, out]: dB += scale · dyᵀ·u, du = scale · dy·B,
-    /// dA += duᵀ·x, dx += du·A. (The frozen W's share, dx += dy·W, is `linearBackward`.)
+    /// dA += duᵀ·x, dx += du·A (skipped when not `inputGradient`). (The frozen W's share, dx += dy·W, is `linearBackward`.)
     public static func loraBackward(_ dy: [Float], x: [Float], u: [Float], rows: Int, inDim: Int, outDim: Int,
                                     rank: Int, scale: Float, a: [Float], b: [Float],
-                                    gradA: inout [Float], gradB: inout [Float], dx: inout [Float]) {
+                                    gradA: inout [Float], gradB: inout [Float], dx: inout [Float],
+                                    inputGradient: Bool = true) {
         precondition(dy.count == rows * outDim && x.count == rows * inDim && u.count == rows * rank
-                     && gradA.count == a.count && gradB.count == b.count && dx.count == x.count,
+                     && gradA.count == a.count && gradB.count == b.count && (dx.count == x.count || !inputGradient),
                      "loraBackward shape mismatch")
         var du = [Float](repeating: 0, count: rows * rank)
         dy.withUnsafeBufferPointer { dyp in u.withUnsafeBufferPointer { up in b.withUnsafeBufferPointer { bp in
@@ -83,9 +84,11 @@ public enum TrainOps {
                 gemm(transA: true, transB: false, m: rank, n: inDim, k: rows, dup.baseAddress!, lda: rank,
                      xp.baseAddress!, ldb: inDim, beta: 1, ga.baseAddress!, ldc: inDim)
             }
-            dx.withUnsafeMutableBufferPointer { dxp in
-                gemm(transA: false, transB: false, m: rows, n: inDim, k: rank, dup.baseAddress!, lda: rank,
-                     ap.baseAddress!, ldb: inDim, beta: 1, dxp.baseAddress!, ldc: inDim)
+            if inputGradient {
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    gemm(transA: false, transB: false, m: rows, n: inDim, k: rank, dup.baseAddress!, lda: rank,
+                         ap.baseAddress!, ldb: inDim, beta: 1, dxp.baseAddress!, ldc: inDim)
+                }
             }
         } } }
     }

@@ -238,3 +238,45 @@ struct SeededRandom {
         #expect(FastMath.tanh(0) == 0 && FastMath.tanh(30) == 1 && FastMath.tanh(-30) == -1)
     }
 }
+
+/// The few-row expert product (CSmolKernels/gemm_rows.c, AVX2 tiles of 6 × 16 and 6 × 8, 16-wide
+/// column panels for x · w) against its plain twin, over sizes that hit every tail: rows not a
+/// multiple of 6, 8 or 16, output widths not a multiple of 6 or 16, reductions shorter and longer
+/// than one 128-row panel, row strides wider than the matrices, overwrite and accumulate.
+/// Tolerance: each element is a Float32 FMA chain against a Double sum, 1e-5 of Σ|x·w| for k ≤ 300.
+@Suite struct RowGemmTests {
+    @Test(arguments: [(1, 1, 1), (5, 7, 9), (8, 16, 130), (13, 30, 300), (16, 37, 128), (33, 48, 257), (6, 12, 64)])
+    func fewRowProductMatchesReference(shape: (Int, Int, Int)) {
+        let (n, outDim, k) = shape
+        var rng = SeededRandom(UInt64(n * 1000 + outDim * 10 + k))
+        for transposed in [true, false] {
+            for accumulate in [false, true] {
+                let ldx = k + 3, ldc = outDim + 2
+                let ldw = transposed ? k + 5 : outDim + 5
+                let x = rng.floats(n * ldx), w = rng.floats((transposed ? outDim : k) * ldw)
+                let c0 = rng.floats(n * ldc)
+                var fast = c0, ref = c0
+                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in
+                    fast.withUnsafeMutableBufferPointer { cp in
+                        Kernels.gemmRows(transposedWeight: transposed, n: n, outDim: outDim, k: k, xp.baseAddress!, ldx: ldx,
+                                         wp.baseAddress!, ldw: ldw, accumulate: accumulate, cp.baseAddress!, ldc: ldc)
+                    }
+                    ref.withUnsafeMutableBufferPointer { cp in
+                        ReferenceKernels.gemmRows(transposedWeight: transposed, n: n, outDim: outDim, k: k, xp.baseAddress!, ldx: ldx,
+                                                  wp.baseAddress!, ldw: ldw, accumulate: accumulate, cp.baseAddress!, ldc: ldc)
+                    }
+                } }
+                for t in 0..<n {
+                    for o in 0..<ldc {
+                        let i = t * ldc + o
+                        if o >= outDim { #expect(fast[i] == c0[i], "column \(o) past outDim was written"); continue }
+                        var mag: Double = accumulate ? Double(abs(c0[i])) : 0
+                        for j in 0..<k { mag += Double(abs(x[t * ldx + j] * (transposed ? w[o * ldw + j] : w[j * ldw + o]))) }
+                        #expect(Double(abs(fast[i] - ref[i])) <= 1e-5 * mag + 1e-30,
+                                "n \(n) out \(outDim) k \(k) transposed \(transposed) accumulate \(accumulate) [\(t), \(o)]: \(fast[i]) vs \(ref[i])")
+                    }
+                }
+            }
+        }
+    }
+}

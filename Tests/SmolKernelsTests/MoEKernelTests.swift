@@ -22,7 +22,7 @@ struct HalfExpertStore: ExpertStore {
     }
     let log = Log()
 
-    func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
+    func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool, parts: ExpertParts,
                        _ body: (ExpertMatrices) throws -> R) throws -> R {
         log.append(e)
         let m = hiddenSize * intermediateSize

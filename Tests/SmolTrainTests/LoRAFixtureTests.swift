@@ -149,3 +149,40 @@ let moeLoRAArchitectures = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "gemma
         print("\(arch): worst after-step error \(worstStep), \(illConditioned) ill-conditioned elements (|g| ≈ eps)")
     }
 }
+
+/// The backward stops at the lowest layer with a LoRA pair (and skips that layer's input gradient,
+/// for an MoE block the experts' dx, routing and shared-expert backward): the gradients must be
+/// those of the full backward to the embeddings (`TrainOptions.fullBackward`, the twin). Run alone
+/// they are bit-identical; the test runner runs other suites concurrently, and OpenBLAS's
+/// process-wide thread count (which the expert loops narrow to 1 while they run) then varies, which
+/// moves BLAS results in the last bits (~1e-7 relative). So: 1e-6 of each tensor's largest entry,
+/// where a wrongly skipped term is O(1) (or an all-zero gradient, checked too).
+@Suite struct BackwardCutoffTests {
+    @Test(arguments: [("qwen3_moe", [LoRAModule.expertsGateUp, .expertsDown]), ("qwen2_moe", [.expertsGateUp, .expertsDown]),
+                      ("gpt_oss", [.expertsDown]), ("gemma4_moe", [.q, .o]), ("llama", [.gate, .up, .down]),
+                      ("gemma3", [.o, .down])])
+    func skippedInputGradientsChangeNoGradient(arch: String, modules: [LoRAModule]) throws {
+        let f = try LoRAFixture(arch)
+        var adapter = f.adapter
+        // Pairs of the chosen modules only (above the first layer when the model has more than
+        // one), so that the layers below and part of the lowest trained layer are cut off.
+        for key in adapter.pairs.keys where !modules.contains(key.module) { adapter.pairs[key] = nil }
+        let layers = Set(adapter.pairs.keys.map(\.layer))
+        if layers.count > 1 { for key in adapter.pairs.keys where key.layer == layers.min()! { adapter.pairs[key] = nil } }
+        #expect(!adapter.pairs.isEmpty, "\(arch): no pair left to train")
+        var full = TrainOptions.transformersSDPA
+        full.fullBackward = true
+        let twin = try LoRAModel(model: f.model.model, options: full)
+        let labels = LoRAModel.shiftedLabels(f.inputIDs)
+        var gCut = adapter.zeros(), gFull = adapter.zeros()
+        let a = try f.model.forwardBackward(tokens: f.inputIDs, labels: labels, adapter: adapter, gradScale: 1, into: &gCut)
+        let b = try twin.forwardBackward(tokens: f.inputIDs, labels: labels, adapter: adapter, gradScale: 1, into: &gFull)
+        #expect(abs(a.loss - b.loss) <= 1e-6 * abs(b.loss))
+        for key in adapter.keys {
+            for (cut, all, part) in [(gCut.pairs[key]!.a, gFull.pairs[key]!.a, "A"), (gCut.pairs[key]!.b, gFull.pairs[key]!.b, "B")] {
+                #expect(relativeError(cut, all) <= 1e-6, "\(arch) \(key) \(part): \(relativeError(cut, all))")
+            }
+            #expect(gCut.pairs[key]!.a.contains { $0 != 0 } || gCut.pairs[key]!.b.contains { $0 != 0 }, "\(arch) \(key) all zero")
+        }
+    }
+}

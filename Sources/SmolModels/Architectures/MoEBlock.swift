@@ -126,13 +126,15 @@ public struct QuantizedExpertStore: ExpertStore {
         self.gateBias = gateBias; self.upBias = upBias; self.downBias = downBias
     }
 
-    public func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool,
+    public func withExpert<R>(_ e: Int, scratch: UnsafeMutablePointer<Float>, reference: Bool, parts: ExpertParts,
                               _ body: (ExpertMatrices) throws -> R) throws -> R {
         precondition(e >= 0 && e < numExperts, "expert \(e) out of range")
         let m = hiddenSize * intermediateSize
-        try gate.dequantize(e, into: scratch, reference: reference)
-        try up.dequantize(e, into: scratch + m, reference: reference)
-        try down.dequantize(e, into: scratch + 2 * m, reference: reference)
+        if parts.contains(.gateUp) {
+            try gate.dequantize(e, into: scratch, reference: reference)
+            try up.dequantize(e, into: scratch + m, reference: reference)
+        }
+        if parts.contains(.down) { try down.dequantize(e, into: scratch + 2 * m, reference: reference) }
         return try body(ExpertMatrices(gate: scratch, up: scratch + m, down: scratch + 2 * m))
     }
 }
