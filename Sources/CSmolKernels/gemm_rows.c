@@ -24,10 +24,21 @@
 #include <immintrin.h>
 #define AVX2 __attribute__((target("avx2,fma")))
 
-// acc[i][·] = Σ_j w[i·si + j·sj] · v[j·ldv + ·], i < 6, 16 lanes; stored to out[i·ldo + ·].
-AVX2 static void tile6x16(const float *w, long si, long sj, const float *v, long ldv, long J, float *out, long ldo) {
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
-    __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+// acc[i][·] = (load ? out[i·ldo + ·] : 0) + Σ_j w[i·si + j·sj] · v[j·ldv + ·], i < 6, 16 lanes;
+// stored to out[i·ldo + ·]. The nt product broadcasts the weight (w = weight, v = xt); the nn
+// product broadcasts x (w = x, si = ldx, sj = 1; v = a weight panel).
+AVX2 static void tile6x16(const float *w, long si, long sj, const float *v, long ldv, long J, float *out, long ldo, int load) {
+    __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+    if (load) {
+        a00 = _mm256_loadu_ps(out); a01 = _mm256_loadu_ps(out + 8);
+        a10 = _mm256_loadu_ps(out + ldo); a11 = _mm256_loadu_ps(out + ldo + 8);
+        a20 = _mm256_loadu_ps(out + 2 * ldo); a21 = _mm256_loadu_ps(out + 2 * ldo + 8);
+        a30 = _mm256_loadu_ps(out + 3 * ldo); a31 = _mm256_loadu_ps(out + 3 * ldo + 8);
+        a40 = _mm256_loadu_ps(out + 4 * ldo); a41 = _mm256_loadu_ps(out + 4 * ldo + 8);
+        a50 = _mm256_loadu_ps(out + 5 * ldo); a51 = _mm256_loadu_ps(out + 5 * ldo + 8);
+    } else {
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = a50 = a51 = _mm256_setzero_ps();
+    }
     const float *w0 = w, *w1 = w + si, *w2 = w + 2 * si, *w3 = w + 3 * si, *w4 = w + 4 * si, *w5 = w + 5 * si;
     for (long j = 0; j < J; j++) {
         const __m256 v0 = _mm256_loadu_ps(v + j * ldv), v1 = _mm256_loadu_ps(v + j * ldv + 8);
@@ -92,7 +103,7 @@ AVX2 static void gemmRows(long n, long outDim, long k, const float *x, long ldx,
         const float *wo = w + o0 * si;
         long t0 = 0;
         if (rows == 6) {
-            for (; t0 + 16 <= np; t0 += 16) tile6x16(wo, si, sj, xt + t0, np, k, tile + t0, np);
+            for (; t0 + 16 <= np; t0 += 16) tile6x16(wo, si, sj, xt + t0, np, k, tile + t0, np, 0);
             for (; t0 < np; t0 += 8) tile6x8(wo, si, sj, xt + t0, np, k, tile + t0, np);
         } else {
             for (; t0 < np; t0 += 8) tileRx8(rows, wo, si, sj, xt + t0, np, k, tile + t0, np);
@@ -128,41 +139,9 @@ AVX2 static inline __attribute__((always_inline)) void nnTile(const int R, const
     for (int i = 0; i < R; i++) { _mm256_storeu_ps(c + i * ldc, a0[i]); _mm256_storeu_ps(c + i * ldc + 8, a1[i]); }
 }
 
-// The full 6-row tile spelled out (the generic one's arrays stayed on the stack at R = 6).
-AVX2 static void nnTile6(const float *x, long ldx, const float *w, long ldw, long J, float *c, long ldc, int load) {
-    __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-    if (load) {
-        a00 = _mm256_loadu_ps(c); a01 = _mm256_loadu_ps(c + 8);
-        a10 = _mm256_loadu_ps(c + ldc); a11 = _mm256_loadu_ps(c + ldc + 8);
-        a20 = _mm256_loadu_ps(c + 2 * ldc); a21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-        a30 = _mm256_loadu_ps(c + 3 * ldc); a31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-        a40 = _mm256_loadu_ps(c + 4 * ldc); a41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-        a50 = _mm256_loadu_ps(c + 5 * ldc); a51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-    } else {
-        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = a50 = a51 = _mm256_setzero_ps();
-    }
-    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx, *x5 = x + 5 * ldx;
-    for (long j = 0; j < J; j++) {
-        const __m256 w0 = _mm256_loadu_ps(w + j * ldw), w1 = _mm256_loadu_ps(w + j * ldw + 8);
-        __m256 b;
-        b = _mm256_broadcast_ss(x0 + j); a00 = _mm256_fmadd_ps(b, w0, a00); a01 = _mm256_fmadd_ps(b, w1, a01);
-        b = _mm256_broadcast_ss(x1 + j); a10 = _mm256_fmadd_ps(b, w0, a10); a11 = _mm256_fmadd_ps(b, w1, a11);
-        b = _mm256_broadcast_ss(x2 + j); a20 = _mm256_fmadd_ps(b, w0, a20); a21 = _mm256_fmadd_ps(b, w1, a21);
-        b = _mm256_broadcast_ss(x3 + j); a30 = _mm256_fmadd_ps(b, w0, a30); a31 = _mm256_fmadd_ps(b, w1, a31);
-        b = _mm256_broadcast_ss(x4 + j); a40 = _mm256_fmadd_ps(b, w0, a40); a41 = _mm256_fmadd_ps(b, w1, a41);
-        b = _mm256_broadcast_ss(x5 + j); a50 = _mm256_fmadd_ps(b, w0, a50); a51 = _mm256_fmadd_ps(b, w1, a51);
-    }
-    _mm256_storeu_ps(c, a00); _mm256_storeu_ps(c + 8, a01);
-    _mm256_storeu_ps(c + ldc, a10); _mm256_storeu_ps(c + ldc + 8, a11);
-    _mm256_storeu_ps(c + 2 * ldc, a20); _mm256_storeu_ps(c + 2 * ldc + 8, a21);
-    _mm256_storeu_ps(c + 3 * ldc, a30); _mm256_storeu_ps(c + 3 * ldc + 8, a31);
-    _mm256_storeu_ps(c + 4 * ldc, a40); _mm256_storeu_ps(c + 4 * ldc + 8, a41);
-    _mm256_storeu_ps(c + 5 * ldc, a50); _mm256_storeu_ps(c + 5 * ldc + 8, a51);
-}
-
 AVX2 static void nnRows(int R, const float *x, long ldx, const float *w, long ldw, long J, float *c, long ldc, int load) {
     switch (R) {
-    case 6: nnTile6(x, ldx, w, ldw, J, c, ldc, load); break;
+    case 6: tile6x16(x, ldx, 1, w, ldw, J, c, ldc, load); break;   // the generic form's arrays stayed on the stack at R = 6
     case 5: nnTile(5, x, ldx, w, ldw, J, c, ldc, load); break;
     case 4: nnTile(4, x, ldx, w, ldw, J, c, ldc, load); break;
     case 3: nnTile(3, x, ldx, w, ldw, J, c, ldc, load); break;
