@@ -420,7 +420,9 @@ extension Kernels {
     /// (≈ T·K/E rows), so the parallelism comes from here and BLAS runs single-threaded inside
     /// (`BLASThreading.single`). `body` must write only its own expert's rows of shared outputs.
     /// The first error stops the queue and is rethrown.
-    public static func forEachExpert(_ order: [Int], scratchCount: Int, workCount: Int = 0,
+    /// narrowBLAS: whether to narrow OpenBLAS for the loop (process-wide; pass false for small
+    /// experts, where BLAS's threads matter little, so concurrent callers keep their count).
+    public static func forEachExpert(_ order: [Int], scratchCount: Int, workCount: Int = 0, narrowBLAS: Bool = true,
                                      _ body: (_ expert: Int, _ scratch: UnsafeMutablePointer<Float>,
                                               _ work: UnsafeMutablePointer<Float>) throws -> Void) throws {
         if order.isEmpty { return }
@@ -428,7 +430,7 @@ extension Kernels {
         let next = ExpertQueue()
         try withoutActuallyEscaping(body) { escaping in
             nonisolated(unsafe) let work = escaping
-            BLASThreading.single {
+            BLASThreading.single(if: narrowBLAS) {
                 DispatchQueue.concurrentPerform(iterations: workers) { _ in
                     var scratch = [Float](repeating: 0, count: max(1, scratchCount))
                     var buffer = [Float](repeating: 0, count: max(1, workCount))
@@ -450,7 +452,8 @@ public enum BLASThreading {
     /// restoring the previous count afterwards. The count is process-wide: BLAS calls made
     /// meanwhile by other threads also run single-threaded (slower, and rounded differently in
     /// the last bits where OpenBLAS splits a product by thread count).
-    public static func single<R>(_ body: () throws -> R) rethrows -> R {
+    public static func single<R>(if narrow: Bool = true, _ body: () throws -> R) rethrows -> R {
+        if !narrow { return try body() }
         let previous = openblas_get_num_threads()
         if previous > 1 { openblas_set_num_threads(1) }
         defer { if previous > 1 { openblas_set_num_threads(previous) } }

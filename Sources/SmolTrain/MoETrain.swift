@@ -122,7 +122,7 @@ extension LoRAModel {
             nonisolated(unsafe) let yOut = yop.baseAddress!, groupOut = gop.baseAddress!
             let most = order.first.map { slotsOf[$0].count } ?? 0
             let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
-            try Kernels.forEachExpert(order, scratchCount: store.scratchCount, workCount: workCount) { e, scratch, work in
+            try Kernels.forEachExpert(order, scratchCount: store.scratchCount, workCount: workCount, narrowBLAS: D * I >= Self.narrowBLASWeights) { e, scratch, work in
                 var g = ExpertGroup(expert: e, slots: slotsOf[e])
                 let n = g.slots.count
                 var xs = [Float](repeating: 0, count: n * D)
@@ -262,7 +262,7 @@ extension LoRAModel {
                 nonisolated(unsafe) let dxOut = needInput ? dxp.baseAddress : nil, guOut = guG, dnOut = dnG
                 let most = byExpert.first?.slots.count ?? 0
                 let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
-                try Kernels.forEachExpert(byExpert.map(\.expert), scratchCount: store.scratchCount, workCount: workCount) { e, scratch, work in
+                try Kernels.forEachExpert(byExpert.map(\.expert), scratchCount: store.scratchCount, workCount: workCount, narrowBLAS: D * I >= Self.narrowBLASWeights) { e, scratch, work in
                     let g = tape.groups[groupAt[e]], n = g.slots.count
                     var dyg = [Float](repeating: 0, count: n * D)
                     var xs = [Float](repeating: 0, count: n * D)
@@ -355,6 +355,12 @@ extension LoRAModel {
         }
         return (dResidual, dNormed, dDense)
     }
+
+    /// Experts of at least this many weights a matrix run their loops with OpenBLAS narrowed to one
+    /// thread (both workers calling threaded BLAS at once: 0.8 → 1.4 s a Qwen3-30B-A3B block step).
+    /// The count is process-wide, and narrowing it moves concurrent callers' results in the last
+    /// bits; the test fixtures' tiny experts stay below, so tests running side by side never see it.
+    static let narrowBLASWeights = 1 << 20
 
     /// `body` with the stacked pair's gradient open for concurrent per-expert adds (nil without
     /// the pair); B's expert-major buffer is folded into [out, E·r] afterwards.
