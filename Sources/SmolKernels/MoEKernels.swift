@@ -203,59 +203,38 @@ extension Kernels {
             sortedToken[row] = s / K
             rowOfSlot[s] = row
         }
-        let maxGroup = (0..<E).map { counts[$0 + 1] - counts[$0] }.max() ?? 0
+        let sizes: [Int] = (0..<E).map { counts[$0 + 1] - counts[$0] }
+        let maxGroup = sizes.max() ?? 0
 
         var y = [Float](repeating: 0, count: T * K * D)         // [T·K, D] expert outputs, sorted rows
-        // Active experts split over the cores, largest groups first, each worker with its own
-        // gather/activation buffers and dequantization scratch. BLAS does not thread products as
-        // small as one expert's group (≈ T·K/E rows), so the parallelism has to come from here.
-        let sizes: [Int] = (0..<E).map { counts[$0 + 1] - counts[$0] }
+        // Active experts split over the cores (`forEachExpert`), largest groups first, each worker
+        // with its own gather/activation buffers and dequantization scratch.
         let active: [Int] = (0..<E).filter { sizes[$0] > 0 }.sorted { sizes[$0] > sizes[$1] }
-        let workers = max(1, min(active.count, ProcessInfo.processInfo.activeProcessorCount))
-        let next = ExpertQueue()
         let groupStart = counts, tokenOfRow = sortedToken   // immutable copies for the workers
-        y.withUnsafeMutableBufferPointer { yp in
-            x.withUnsafeBufferPointer { xp in
+        // Per worker: gathered inputs [maxGroup, D], then gate and up [maxGroup, I] each.
+        let threaded = min(active.count, ProcessInfo.processInfo.activeProcessorCount) <= 1
+        try y.withUnsafeMutableBufferPointer { yp in
+            try x.withUnsafeBufferPointer { xp in
                 nonisolated(unsafe) let yb = yp.baseAddress!, xb = xp.baseAddress!
-                DispatchQueue.concurrentPerform(iterations: workers) { _ in
-                    var xs = [Float](repeating: 0, count: maxGroup * D)     // gathered inputs of one group
-                    var g = [Float](repeating: 0, count: maxGroup * I)
-                    var u = [Float](repeating: 0, count: maxGroup * I)
-                    var scratch = [Float](repeating: 0, count: max(1, store.scratchCount))
-                    do {
-                        try xs.withUnsafeMutableBufferPointer { xsp in
-                            try g.withUnsafeMutableBufferPointer { gp in
-                                try u.withUnsafeMutableBufferPointer { up in
-                                    try scratch.withUnsafeMutableBufferPointer { sp in
-                                        let xsb = xsp.baseAddress!, gb = gp.baseAddress!, ub = up.baseAddress!
-                                        while let i = next.take(active.count) {
-                                            let e = active[i], start = groupStart[e], n = groupStart[e + 1] - start
-                                            for j in 0..<n {
-                                                (xsb + j * D).update(from: xb + tokenOfRow[start + j] * D, count: D)
-                                            }
-                                            try store.withExpert(e, scratch: sp.baseAddress!, reference: false) { m in
-                                                sgemmNT(xsb, n, D, m.gate, I, gb)
-                                                sgemmNT(xsb, n, D, m.up, I, ub)
-                                                if let bg = store.gateBias, let bu = store.upBias {
-                                                    addRowBias(gb, n, I, bg, offset: e * I)
-                                                    addRowBias(ub, n, I, bu, offset: e * I)
-                                                }
-                                                applyExpertActivation(gate: gb, up: ub, n * I, activation, threaded: workers == 1)
-                                                sgemmNT(gb, n, I, m.down, D, yb + start * D)
-                                                if let bd = store.downBias { addRowBias(yb + start * D, n, D, bd, offset: e * D) }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
+                try forEachExpert(active, scratchCount: store.scratchCount, workCount: maxGroup * (D + 2 * I),
+                                  narrowBLAS: false) { e, scratch, work in
+                    let xsb = work, gb = work + maxGroup * D, ub = gb + maxGroup * I
+                    let start = groupStart[e], n = groupStart[e + 1] - start
+                    for j in 0..<n { (xsb + j * D).update(from: xb + tokenOfRow[start + j] * D, count: D) }
+                    try store.withExpert(e, scratch: scratch, reference: false) { m in
+                        sgemmNT(xsb, n, D, m.gate, I, gb)
+                        sgemmNT(xsb, n, D, m.up, I, ub)
+                        if let bg = store.gateBias, let bu = store.upBias {
+                            addRowBias(gb, n, I, bg, offset: e * I)
+                            addRowBias(ub, n, I, bu, offset: e * I)
                         }
-                    } catch {
-                        next.fail(error)
+                        applyExpertActivation(gate: gb, up: ub, n * I, activation, threaded: threaded)
+                        sgemmNT(gb, n, I, m.down, D, yb + start * D)
+                        if let bd = store.downBias { addRowBias(yb + start * D, n, D, bd, offset: e * D) }
                     }
                 }
             }
         }
-        if let failure = next.failure { throw failure }
 
         // out[t] = Σ_k w[t,k] · y[row of slot (t,k)], in slot order (as the reference sums).
         y.withUnsafeBufferPointer { yp in
@@ -416,12 +395,11 @@ extension Kernels {
     /// Runs `body(e, scratch, work)` for every expert of `order` (largest groups first is best),
     /// spread over the cores: one worker per core takes the next expert from a shared queue, each
     /// with its own `scratchCount`-float dequantization scratch and `workCount`-float work buffer
-    /// (for `gemmRows`), allocated once. One expert's products are too small for BLAS to thread well
-    /// (≈ T·K/E rows), so the parallelism comes from here and BLAS runs single-threaded inside
-    /// (`BLASThreading.single`). `body` must write only its own expert's rows of shared outputs.
-    /// The first error stops the queue and is rethrown.
-    /// narrowBLAS: whether to narrow OpenBLAS for the loop (process-wide; pass false for small
-    /// experts, where BLAS's threads matter little, so concurrent callers keep their count).
+    /// (allocated once). One expert's products are too small for BLAS to thread well (≈ T·K/E rows),
+    /// so the parallelism comes from here; narrowBLAS runs OpenBLAS single-threaded meanwhile
+    /// (`BLASThreading.single`: process-wide, so a caller passes false where BLAS's own threads
+    /// matter little and concurrent callers should keep their count). `body` must write only its
+    /// own expert's rows of shared outputs. The first error stops the queue and is rethrown.
     public static func forEachExpert(_ order: [Int], scratchCount: Int, workCount: Int = 0, narrowBLAS: Bool = true,
                                      _ body: (_ expert: Int, _ scratch: UnsafeMutablePointer<Float>,
                                               _ work: UnsafeMutablePointer<Float>) throws -> Void) throws {

@@ -7,9 +7,8 @@ extension Kernels {
     /// separate cores.
     ///   transposedWeight: c[n, out] (+)= x[n, k] · wᵀ, w [out, k] (the forward of y = x · Wᵀ)
     ///   otherwise:        c[n, out] (+)= x[n, k] · w,  w [k, out] (its input gradient)
-    /// Row strides ldx, ldw, ldc; accumulate adds to c instead of overwriting it; work: see `gemmRowsWork`. Without AVX2 and
-    /// FMA it calls sgemm (the caller runs BLAS single-threaded, `BLASThreading.single`). The plain
-    /// twin is `ReferenceKernels.gemmRows`.
+    /// Row strides ldx, ldw, ldc; accumulate adds to c instead of overwriting it; work: see
+    /// `gemmRowsWork`. Without AVX2 and FMA it calls sgemm. The plain twin is `ReferenceKernels.gemmRows`.
     public static func gemmRows(transposedWeight: Bool, n: Int, outDim: Int, k: Int,
                                 _ x: UnsafePointer<Float>, ldx: Int, _ w: UnsafePointer<Float>, ldw: Int,
                                 accumulate: Bool, _ c: UnsafeMutablePointer<Float>, ldc: Int,

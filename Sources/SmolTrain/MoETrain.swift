@@ -120,9 +120,7 @@ extension LoRAModel {
         var groupOf = [ExpertGroup?](repeating: nil, count: E)
         try yOfSlot.withUnsafeMutableBufferPointer { yop in try groupOf.withUnsafeMutableBufferPointer { gop in
             nonisolated(unsafe) let yOut = yop.baseAddress!, groupOut = gop.baseAddress!
-            let most = order.first.map { slotsOf[$0].count } ?? 0
-            let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
-            try Kernels.forEachExpert(order, scratchCount: store.scratchCount, workCount: workCount, narrowBLAS: D * I >= Self.narrowBLASWeights) { e, scratch, work in
+            try forEachExpert(order, largestGroup: order.first.map { slotsOf[$0].count } ?? 0, store: store) { e, scratch, work in
                 var g = ExpertGroup(expert: e, slots: slotsOf[e])
                 let n = g.slots.count
                 var xs = [Float](repeating: 0, count: n * D)
@@ -260,9 +258,7 @@ extension LoRAModel {
         try withExpertGradients(&guGrad, experts: E) { guG in try withExpertGradients(&dnGrad, experts: E) { dnG in
             try dxOfSlot.withUnsafeMutableBufferPointer { dxp in
                 nonisolated(unsafe) let dxOut = needInput ? dxp.baseAddress : nil, guOut = guG, dnOut = dnG
-                let most = byExpert.first?.slots.count ?? 0
-                let workCount = max(Kernels.gemmRowsWork(n: most, outDim: I, k: D), Kernels.gemmRowsWork(n: most, outDim: D, k: I))
-                try Kernels.forEachExpert(byExpert.map(\.expert), scratchCount: store.scratchCount, workCount: workCount, narrowBLAS: D * I >= Self.narrowBLASWeights) { e, scratch, work in
+                try forEachExpert(byExpert.map(\.expert), largestGroup: byExpert.first?.slots.count ?? 0, store: store) { e, scratch, work in
                     let g = tape.groups[groupAt[e]], n = g.slots.count
                     var dyg = [Float](repeating: 0, count: n * D)
                     var xs = [Float](repeating: 0, count: n * D)
@@ -356,10 +352,21 @@ extension LoRAModel {
         return (dResidual, dNormed, dDense)
     }
 
-    /// Experts of at least this many weights a matrix run their loops with OpenBLAS narrowed to one
-    /// thread (both workers calling threaded BLAS at once: 0.8 → 1.4 s a Qwen3-30B-A3B block step).
-    /// The count is process-wide, and narrowing it moves concurrent callers' results in the last
-    /// bits; the test fixtures' tiny experts stay below, so tests running side by side never see it.
+    /// `Kernels.forEachExpert` for this block's experts, with a `gemmRows` work buffer for groups
+    /// of up to `largestGroup` rows in both shapes ([n, D] · [I, D]ᵀ and [n, I] · [D, I]ᵀ, and
+    /// their transposes). Experts of at least `narrowBLASWeights` weights a matrix run with
+    /// OpenBLAS narrowed to one thread.
+    func forEachExpert(_ order: [Int], largestGroup n: Int, store: any ExpertStore,
+                       _ body: (_ expert: Int, _ scratch: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>) throws -> Void) throws {
+        let D = store.hiddenSize, I = store.intermediateSize
+        let workCount = max(Kernels.gemmRowsWork(n: n, outDim: I, k: D), Kernels.gemmRowsWork(n: n, outDim: D, k: I))
+        try Kernels.forEachExpert(order, scratchCount: store.scratchCount, workCount: workCount,
+                                  narrowBLAS: D * I >= Self.narrowBLASWeights, body)
+    }
+
+    /// Both workers calling threaded BLAS at once made a Qwen3-30B-A3B block step 1.4 s instead of
+    /// 0.8. The count is process-wide, and narrowing it moves concurrent callers' results in the
+    /// last bits; the test fixtures' tiny experts stay below, so tests running side by side never see it.
     static let narrowBLASWeights = 1 << 20
 
     /// `body` with the stacked pair's gradient open for concurrent per-expert adds (nil without
